@@ -1,0 +1,71 @@
+"""`vllm-deploy`: what a user runs beside `pulumi` — no cluster and no Pulumi CLI needed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from components import manifests
+from components.config import ConfigError, StackConfig
+from components.stackfile import STACKS_DIR, load_stack
+
+app = typer.Typer(
+    help="Deploy vLLM to Kubernetes or Modal with Pulumi: render, check and operate stacks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+StackArg = Annotated[str, typer.Argument(help="Stack name: stacks/Pulumi.<STACK>.yaml")]
+StacksDir = Annotated[Path, typer.Option("--stacks-dir", help="Where the stack files live")]
+
+
+def _load(stack: str, stacks_dir: Path) -> StackConfig:
+    try:
+        return load_stack(stack, stacks_dir)
+    except ConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
+def dump_yaml(documents: list[dict]) -> str:
+    return yaml.safe_dump_all(documents, sort_keys=False, explicit_start=True)
+
+
+@app.command()
+def render(stack: StackArg, stacks_dir: StacksDir = STACKS_DIR) -> None:
+    """Print the Kubernetes objects `pulumi up` would create, as multi-document YAML (secrets redacted)."""
+    config = _load(stack, stacks_dir)
+    if config.target != "kubernetes":
+        typer.echo(f"error: stack {stack} targets {config.target}; render shows Kubernetes objects", err=True)
+        raise typer.Exit(2)
+    sys.stdout.write(dump_yaml(manifests.build(config).all()))
+
+
+@app.command()
+def check(stack: StackArg, stacks_dir: StacksDir = STACKS_DIR) -> None:
+    """Validate a stack file and show what it implies (GPU fit, tensor parallelism, startup budget)."""
+    config = _load(stack, stacks_dir)
+    report = config.fit
+    typer.echo(f"{stack}: ok — {config.target}, {config.model.id} as {config.model.name!r}")
+    if report:
+        typer.echo(
+            f"  fit: {report.need_gib:.1f} GiB needed of {report.have_gib:.1f} GiB "
+            f"({report.count} × {report.gpu} at {report.utilization:g}); tensor parallel {config.tensor_parallel_size}"
+        )
+    if config.target == "kubernetes":
+        typer.echo(f"  startup budget: {manifests.startup_budget_seconds(config) // 60} min")
+    idle = f"after {config.idle_timeout} s idle" if config.scales_to_zero else "never (always on)"
+    typer.echo(f"  scale to zero: {idle}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

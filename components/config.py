@@ -1,0 +1,369 @@
+"""A stack's configuration as typed data, parsed once.
+
+`parse_stack_config` takes the raw `vllm-deploy:*` keys of a stack (from Pulumi's
+config or from `stacks/Pulumi.<env>.yaml`) and returns a `StackConfig`, or raises
+`ConfigError` whose lines each name the key and say how to fix it. Nothing in
+here knows about Pulumi or Kubernetes objects.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from components import catalog
+from components.fit import FitReport, check_fit
+
+PROJECT = "vllm-deploy"
+SECRET_KEYS = ("hfToken", "vllmApiKey", "wrapperApiKey")
+
+
+class ConfigError(ValueError):
+    """A stack config that must not be deployed. One line per problem: `key: what and how to fix`."""
+
+    def __init__(self, problems: list[str], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__("\n".join(f"{where}{p}" for p in problems))
+
+
+# ---------------------------------------------------------------- value types
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600}
+
+
+def _seconds(value: Any) -> Any:
+    """`120`, `"120s"`, `"2m"`, `"1h"` → seconds; `"never"`/`"off"` → 0 (always on)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 300, '5m' or 'never'")
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        if value.strip().lower() in ("never", "off", "none", "0"):
+            return 0
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNITS[match.group(2)]
+    raise ValueError(f"{value!r} is not a duration; use seconds (300), '5m', '1h' or 'never'")
+
+
+def _whole_seconds(value: float) -> int:
+    if value < 0:
+        raise ValueError("must not be negative; use 0 or 'never' to keep it always on")
+    return int(math.ceil(value))
+
+
+Seconds = Annotated[int, BeforeValidator(_seconds), AfterValidator(_whole_seconds)]
+
+_QUANTITY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|m|k|M|G|T)?$")
+
+
+def _quantity(value: Any) -> str:
+    text = str(value)
+    if not _QUANTITY.match(text):
+        raise ValueError(f"{text!r} is not a Kubernetes quantity such as '500m', '2Gi' or '200Gi'")
+    return text
+
+
+Quantity = Annotated[str, BeforeValidator(_quantity)]
+
+
+class Section(BaseModel):
+    """Keys are camelCase in stack files, as in every Pulumi config; misspelt keys are errors."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+# ------------------------------------------------------------------- sections
+
+
+class ModelConfig(Section):
+    id: str = Field(min_length=1, description="Hugging Face model id or a path inside the image")
+    served_name: str | None = None
+    # Gated models (Llama) need the hfToken secret; public ones don't.
+    gated: bool = True
+    revision: str | None = None
+    parameters_billion: float | None = Field(default=None, gt=0)
+
+    @property
+    def name(self) -> str:
+        return self.served_name or self.id.rsplit("/", 1)[-1].lower()
+
+
+class GpuConfig(Section):
+    type: str = "A100-80GB"
+    count: int = Field(default=1, ge=1, description="GPUs per vLLM replica = tensor parallel size")
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value != catalog.CPU and value not in catalog.GPUS:
+            known = ", ".join([*catalog.GPUS, catalog.CPU])
+            raise ValueError(f"unknown GPU type {value!r}; use one of {known}")
+        return value
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.type == catalog.CPU
+
+
+class Resources(Section):
+    cpu: Quantity
+    memory: Quantity
+
+
+class ResourceBounds(Section):
+    requests: Resources
+    limits: Resources
+
+
+class VllmConfig(Section):
+    image: str = "vllm/vllm-openai:v0.32.0"
+    replicas: int = Field(default=1, ge=1)
+    max_model_len: int = Field(default=8192, ge=128)
+    gpu_memory_utilization: float = Field(default=0.90, gt=0.1, le=0.99)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    quantization: Literal["awq", "gptq", "fp8", "bitsandbytes"] | None = None
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    max_num_batched_tokens: int | None = Field(default=None, ge=1)
+    enable_chunked_prefill: bool | None = None
+    enable_prefix_caching: bool | None = None
+    log_requests: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    extra_args: list[str] = Field(default_factory=list)
+    # How long a replica may take from start to ready; default derived from the model size.
+    startup_timeout: Seconds | None = None
+    shutdown_timeout: Seconds = 30
+    # CPU and memory for the vLLM container (GPUs come from `gpu`).
+    resources: ResourceBounds | None = None
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        tag = value.rsplit("/", 1)[-1]
+        if "@sha256:" not in value and (":" not in tag or tag.endswith(":latest")):
+            raise ValueError(f"{value!r} is not pinned; give a version tag or a digest, never latest")
+        return value
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_secrets_in_args(cls, args: list[str]) -> list[str]:
+        for arg in args:
+            if arg.split("=", 1)[0] in ("--api-key", "--hf-token"):
+                raise ValueError(
+                    f"{arg.split('=', 1)[0]} must not be passed as an argument (it would show in "
+                    "`ps` and in the pod spec); set the vllmApiKey / hfToken secrets instead"
+                )
+        return args
+
+
+class Replicas(Section):
+    min: int = Field(default=2, ge=1)
+    max: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Replicas:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be ≥ min ({self.min})")
+        return self
+
+
+class WrapperConfig(Section):
+    image: str = "ghcr.io/vllm-deploy/wrapper:0.1.0"
+    port: int = Field(default=8001, ge=1024, le=65535)
+    replicas: Replicas = Replicas()
+    target_cpu_utilization: int = Field(default=70, ge=10, le=100)
+    resources: ResourceBounds = ResourceBounds(
+        requests=Resources(cpu="250m", memory="128Mi"),
+        limits=Resources(cpu="1", memory="256Mi"),
+    )
+    default_max_tokens: int = Field(default=2048, ge=1)
+    default_temperature: float = Field(default=0.7, ge=0, le=2)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    timeout: Seconds = 60
+    # How long a request may wait for a scaled-to-zero vLLM to wake (0 = answer 503 at once).
+    wake_timeout: Seconds = 600
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        return VllmConfig._pinned(value)
+
+
+class Toleration(Section):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class CacheConfig(Section):
+    # Per vLLM replica; default: twice the weights, so a new revision fits beside the old.
+    size: Quantity | None = None
+    storage_class: str | None = None
+
+
+class KubernetesConfig(Section):
+    # Prefix of every object's name (`<releaseName>`, `<releaseName>-wrapper`, …), as a Helm release.
+    release_name: str = Field(default="vllm", pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=40)
+    namespace: str = Field(default="vllm", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    create_namespace: bool = True
+    # Default: the GPU type's `nvidia.com/gpu.product` label (NVIDIA GPU feature discovery).
+    node_selector: dict[str, str] | None = None
+    # Default: tolerate the `nvidia.com/gpu` taint GPU node pools carry.
+    tolerations: list[Toleration] | None = None
+    cache: CacheConfig = CacheConfig()
+    context: str | None = None
+
+
+class ModalConfig(Section):
+    architecture: Literal["integrated", "autoscale"] = "autoscale"
+    app_name: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
+    secret_name: str = "vllm-secrets"
+    # Per-request limit on the GPU function; the integrated server ran for up to 24 h.
+    function_timeout: Seconds = 86400
+    max_concurrent_inputs: int = Field(default=32, ge=1)
+    min_containers: int = Field(default=0, ge=0)
+    max_containers: int | None = Field(default=None, ge=1)
+
+
+class CostConfig(Section):
+    # Your own price per GPU-hour (e.g. a reserved cluster); default: the shipped price table.
+    gpu_hourly: float | None = Field(default=None, ge=0)
+    provider: str | None = None
+
+
+class StackConfig(Section):
+    target: Literal["kubernetes", "modal"] = "kubernetes"
+    model: ModelConfig
+    gpu: GpuConfig = GpuConfig()
+    idle_timeout: Seconds = 0
+    vllm: VllmConfig = VllmConfig()
+    wrapper: WrapperConfig = WrapperConfig()
+    kubernetes: KubernetesConfig = KubernetesConfig()
+    modal: ModalConfig = ModalConfig()
+    cost: CostConfig = CostConfig()
+    # Which of SECRET_KEYS the stack sets (their values never enter this object).
+    secrets_present: frozenset[str] = Field(default=frozenset(), exclude=True)
+
+    @property
+    def tensor_parallel_size(self) -> int:
+        return 1 if self.gpu.is_cpu else self.gpu.count
+
+    @property
+    def scales_to_zero(self) -> bool:
+        return self.idle_timeout > 0
+
+    @property
+    def fit(self) -> FitReport | None:
+        return check_fit(self)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StackConfig:
+        problems: list[tuple[str, str]] = []
+        shape = catalog.MODELS.get(self.model.id)
+        if shape and not self.gpu.is_cpu and shape.attention_heads % self.gpu.count:
+            problems.append(
+                ("gpu.count", f"{self.gpu.count} does not divide {self.model.id}'s {shape.attention_heads} "
+                 "attention heads, so vLLM cannot split it across the GPUs; use 1, 2, 4 or 8")
+            )
+        report = check_fit(self)
+        if report is not None and not report.fits:
+            problems.append(("gpu.count", report.explain()))
+        if self.target == "modal":
+            if self.gpu.is_cpu:
+                problems.append(("gpu.type", "Modal runs vLLM on GPUs; pick a GPU type, not 'none'"))
+            if self.idle_timeout and not 2 <= self.idle_timeout <= 3600:
+                problems.append(
+                    ("idleTimeout", "Modal's scale-down window is 2 s … 1 h; use a value in that range or 'never'")
+                )
+        if problems:
+            raise ValueError("\n".join(f"{key}: {msg}" for key, msg in problems))
+        return self
+
+
+# ---------------------------------------------------------------------- parse
+
+
+def _key(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc if not isinstance(part, int)) or "(stack)"
+
+
+def _problems(error: ValidationError) -> list[str]:
+    lines: list[str] = []
+    for item in error.errors(include_url=False):
+        key, message = _key(item["loc"]), item["msg"]
+        message = message.removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key; check its spelling against the README's configuration table"
+        elif item["type"] == "missing":
+            message = "required; set it in the stack file"
+        elif isinstance(item.get("input"), (int, float, str)) and not isinstance(item["input"], bool):
+            message = f"{message} (got {item['input']!r})"
+        if not item["loc"]:  # cross-field problems already name their own keys
+            lines.extend(message.splitlines())
+            continue
+        lines.append(f"{key}: {message}")
+    return lines
+
+
+def parse_stack_config(
+    raw: dict[str, Any],
+    *,
+    secrets_present: set[str] | frozenset[str] = frozenset(),
+    require_secrets: bool = True,
+    source: str = "",
+) -> StackConfig:
+    """Validate a stack's `vllm-deploy:*` config (keys without the project prefix).
+
+    `raw` may still hold the secret keys (as Pulumi's config does); their values are
+    never read here, only whether they are set.
+    """
+    values = {k: v for k, v in raw.items() if k not in SECRET_KEYS}
+    present = frozenset(secrets_present) | {k for k in SECRET_KEYS if raw.get(k) not in (None, "")}
+    try:
+        config = StackConfig.model_validate({**values, "secretsPresent": present})
+    except ValidationError as error:
+        raise ConfigError(_problems(error), source) from None
+    if require_secrets:
+        missing = missing_secrets(config)
+        if missing:
+            raise ConfigError(missing, source)
+    return config
+
+
+def missing_secrets(config: StackConfig) -> list[str]:
+    problems = []
+    if "vllmApiKey" not in config.secrets_present:
+        problems.append(
+            f"vllmApiKey: required (vLLM is never left open); run `pulumi config set --secret vllmApiKey <key>`"
+        )
+    if config.model.gated and "hfToken" not in config.secrets_present:
+        problems.append(
+            f"hfToken: required for the gated model {config.model.id}; run "
+            "`pulumi config set --secret hfToken <token>`, or set model.gated: false for a public model"
+        )
+    return problems
+
+
+def strip_project_prefix(config: dict[str, Any]) -> dict[str, Any]:
+    """`{"vllm-deploy:gpu": ...}` → `{"gpu": ...}`; keys of other namespaces are dropped."""
+    prefix = f"{PROJECT}:"
+    return {k[len(prefix) :]: v for k, v in config.items() if k.startswith(prefix)}

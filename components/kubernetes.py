@@ -1,0 +1,143 @@
+"""The Kubernetes target as Pulumi components: one ComponentResource per concept.
+
+Each component declares the manifest dicts `components.manifests` built, unchanged,
+so `pulumi up` and `vllm-deploy render` cannot disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import manifests
+from components.config import StackConfig
+from components.manifests import Manifest
+
+_CLASSES: dict[tuple[str, str], Any] = {
+    ("v1", "Namespace"): k8s.core.v1.Namespace,
+    ("v1", "Secret"): k8s.core.v1.Secret,
+    ("v1", "Service"): k8s.core.v1.Service,
+    ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
+    ("apps/v1", "StatefulSet"): k8s.apps.v1.StatefulSet,
+    ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): k8s.autoscaling.v2.HorizontalPodAutoscaler,
+    ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
+    ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
+    ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
+}
+
+# Top-level manifest fields → the Python SDK's keyword arguments.
+_FIELDS = {
+    "metadata": "metadata",
+    "spec": "spec",
+    "stringData": "string_data",
+    "type": "type",
+    "rules": "rules",
+    "roleRef": "role_ref",
+    "subjects": "subjects",
+    "automountServiceAccountToken": "automount_service_account_token",
+}
+
+
+def resource_name(obj: Manifest) -> str:
+    return f"{obj['metadata']['name']}-{obj['kind'].lower()}"
+
+
+def declare(obj: Manifest, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+    cls = _CLASSES[(obj["apiVersion"], obj["kind"])]
+    kwargs = {_FIELDS[k]: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+    return cls(resource_name(obj), **kwargs, opts=opts)
+
+
+def rollout_timeouts(config: StackConfig) -> pulumi.CustomTimeouts:
+    """`pulumi up` waits for vLLM as long as its startup probe would, plus scheduling slack."""
+    minutes = manifests.startup_budget_seconds(config) // 60 + 10
+    return pulumi.CustomTimeouts(create=f"{minutes}m", update=f"{minutes}m", delete="10m")
+
+
+def statefulset_ignored_fields(config: StackConfig) -> list[str]:
+    # With an idle timeout the wrapper owns the replica count; `pulumi up` must not undo it.
+    return ["spec.replicas"] if config.scales_to_zero else []
+
+
+class VllmServer(pulumi.ComponentResource):
+    """vLLM's StatefulSet on the GPU pool, its Services and the policy that guards it."""
+
+    def __init__(self, name: str, config: StackConfig, objects: list[Manifest], opts: pulumi.ResourceOptions):
+        super().__init__("vllm-deploy:kubernetes:VllmServer", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.resources: dict[str, pulumi.CustomResource] = {}
+        for obj in objects:
+            options = child
+            if obj["kind"] == "StatefulSet":
+                options = pulumi.ResourceOptions.merge(
+                    child,
+                    pulumi.ResourceOptions(
+                        custom_timeouts=rollout_timeouts(config),
+                        ignore_changes=statefulset_ignored_fields(config),
+                    ),
+                )
+            self.resources[resource_name(obj)] = declare(obj, options)
+        self.service_name = manifests.names(config).vllm
+        self.register_outputs({"service_name": self.service_name})
+
+
+class Wrapper(pulumi.ComponentResource):
+    """The OpenAI-compatible wrapper: Deployment, Service, HPA, PDB, NetworkPolicy (and scaler RBAC)."""
+
+    def __init__(self, name: str, config: StackConfig, objects: list[Manifest], opts: pulumi.ResourceOptions):
+        super().__init__("vllm-deploy:kubernetes:Wrapper", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.resources: dict[str, pulumi.CustomResource] = {}
+        for obj in objects:
+            options = child
+            if obj["kind"] == "Deployment":
+                # The HPA owns the replica count after creation.
+                options = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["spec.replicas"]))
+            self.resources[resource_name(obj)] = declare(obj, options)
+        self.service_name = manifests.names(config).wrapper
+        self.register_outputs({"service_name": self.service_name})
+
+
+class KubernetesDeployment(pulumi.ComponentResource):
+    """A whole stack on Kubernetes: namespace, secrets, vLLM and the wrapper."""
+
+    def __init__(
+        self,
+        name: str,
+        config: StackConfig,
+        secret_values: dict[str, pulumi.Output[str] | None],
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("vllm-deploy:kubernetes:Deployment", name, None, opts)
+        objects = manifests.build(config, secret_values)
+        child = pulumi.ResourceOptions(parent=self)
+        depends: list[pulumi.Resource] = []
+        if objects.namespace:
+            self.namespace = declare(objects.namespace, child)
+            depends.append(self.namespace)
+        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=depends)
+        self.secret = declare(objects.secret, pulumi.ResourceOptions.merge(
+            in_namespace, pulumi.ResourceOptions(additional_secret_outputs=["data", "stringData"])
+        ))
+        after_secret = pulumi.ResourceOptions(parent=self, depends_on=[*depends, self.secret])
+        self.vllm = VllmServer(f"{name}-vllm", config, objects.vllm, after_secret)
+        self.wrapper = Wrapper(f"{name}-wrapper", config, [*objects.scaler, *objects.wrapper], after_secret)
+
+        n = manifests.names(config)
+        self.outputs = {
+            "namespace": n.namespace,
+            "vllm_service": n.vllm,
+            "wrapper_service": n.wrapper,
+            "port_forward": manifests.port_forward_command(config),
+            "local_url": f"http://localhost:{config.wrapper.port}",
+            "openai_base_url": f"http://localhost:{config.wrapper.port}/v1",
+            "in_cluster_url": f"http://{n.wrapper}.{n.namespace}.svc.cluster.local:{config.wrapper.port}",
+            "vllm_in_cluster_url": n.vllm_url,
+            "served_model": config.model.name,
+            "scale_to_zero_after_seconds": config.idle_timeout,
+        }
+        self.register_outputs(self.outputs)

@@ -1,0 +1,549 @@
+"""Every Kubernetes object of a stack, built as a plain camelCase manifest dict.
+
+The one place objects are built: the Pulumi components declare these dicts as they
+are, `vllm-deploy render` prints them, and the Helm chart is tested against them.
+Secret values are whatever the caller passes (Pulumi Outputs, or a redaction mark),
+so nothing here ever sees a plain secret it could leak.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from components import catalog, fit
+from components.config import StackConfig
+
+VLLM_PORT = 8000
+CACHE_MOUNT = "/models"
+REDACTED = "<redacted>"
+PRESTOP_SLEEP_SECONDS = 10
+STARTUP_PROBE_PERIOD_SECONDS = 10
+# Assumed when no startupTimeout is set: a cold pull from the hub at 100 MiB/s, loading at
+# 1 GiB/s, plus five minutes for image pull, CUDA graphs and compilation.
+DOWNLOAD_MIB_PER_SECOND = 100
+LOAD_GIB_PER_SECOND = 1
+FIXED_STARTUP_SECONDS = 300
+MIN_STARTUP_SECONDS = 600
+
+Manifest = dict[str, Any]
+
+# Secret keys in the `<release>-secrets` Secret, by stack secret name.
+SECRET_ENV = {"hfToken": "HF_TOKEN", "vllmApiKey": "VLLM_API_KEY", "wrapperApiKey": "VLLM_WRAPPER_API_KEY"}
+
+
+@dataclass(frozen=True)
+class Names:
+    release: str
+    namespace: str
+
+    @property
+    def vllm(self) -> str:
+        return self.release
+
+    @property
+    def headless(self) -> str:
+        return f"{self.release}-headless"
+
+    @property
+    def wrapper(self) -> str:
+        return f"{self.release}-wrapper"
+
+    @property
+    def secret(self) -> str:
+        return f"{self.release}-secrets"
+
+    @property
+    def scaler(self) -> str:
+        return f"{self.release}-scaler"
+
+    @property
+    def vllm_url(self) -> str:
+        return f"http://{self.vllm}.{self.namespace}.svc.cluster.local:{VLLM_PORT}/v1"
+
+
+def names(config: StackConfig) -> Names:
+    return Names(config.kubernetes.release_name, config.kubernetes.namespace)
+
+
+@dataclass
+class StackManifests:
+    """The objects of one stack, grouped by the component that owns them."""
+
+    namespace: Manifest | None
+    secret: Manifest
+    vllm: list[Manifest] = field(default_factory=list)
+    wrapper: list[Manifest] = field(default_factory=list)
+    scaler: list[Manifest] = field(default_factory=list)
+
+    def all(self) -> list[Manifest]:
+        head = [self.namespace] if self.namespace else []
+        return [*head, self.secret, *self.vllm, *self.wrapper, *self.scaler]
+
+
+# ------------------------------------------------------------------- derived
+
+
+def startup_budget_seconds(config: StackConfig) -> int:
+    """How long a vLLM replica may take to become ready: its startup probe's whole budget."""
+    if config.vllm.startup_timeout:
+        return config.vllm.startup_timeout
+    weights = fit.weights_gib(config) or 16.0
+    estimate = weights * 1024 / DOWNLOAD_MIB_PER_SECOND + weights / LOAD_GIB_PER_SECOND
+    seconds = max(MIN_STARTUP_SECONDS, FIXED_STARTUP_SECONDS + estimate)
+    return int(math.ceil(seconds / 60) * 60)
+
+
+def termination_grace_seconds(config: StackConfig) -> int:
+    return PRESTOP_SLEEP_SECONDS + config.vllm.shutdown_timeout + 15
+
+
+def cache_size(config: StackConfig) -> str:
+    if config.kubernetes.cache.size:
+        return config.kubernetes.cache.size
+    weights = fit.weights_gib(config)
+    return f"{math.ceil(weights * 2 + 10)}Gi" if weights else "200Gi"
+
+
+def shm_size(config: StackConfig) -> str:
+    # NCCL moves tensor-parallel activations through /dev/shm; one GPU needs little.
+    return "2Gi" if config.tensor_parallel_size == 1 else f"{8 * config.tensor_parallel_size}Gi"
+
+
+def app_version(config: StackConfig) -> str:
+    image = config.vllm.image
+    return image.rsplit("@", 1)[-1][:63].replace(":", "-") if "@" in image else image.rsplit(":", 1)[-1]
+
+
+def labels(config: StackConfig, component: str) -> dict[str, str]:
+    return {
+        **selector(config, component),
+        "app.kubernetes.io/version": app_version(config),
+        "app.kubernetes.io/part-of": "vllm-deploy",
+        "app.kubernetes.io/managed-by": "pulumi",
+    }
+
+
+def selector(config: StackConfig, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "vllm-deploy",
+        "app.kubernetes.io/instance": config.kubernetes.release_name,
+        "app.kubernetes.io/component": component,
+    }
+
+
+def _metadata(config: StackConfig, name: str, component: str, **extra: Any) -> Manifest:
+    return {"name": name, "namespace": config.kubernetes.namespace, "labels": labels(config, component), **extra}
+
+
+def _secret_env(name: str, secret: str, key: str, optional: bool = False) -> Manifest:
+    ref: Manifest = {"name": secret, "key": key}
+    if optional:
+        ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
+
+
+def _http_probe(path: str, port: str, period: int, failures: int, timeout: int) -> Manifest:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": timeout,
+    }
+
+
+_RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+# -------------------------------------------------------------------- objects
+
+
+def namespace(config: StackConfig) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": config.kubernetes.namespace, "labels": labels(config, "namespace")},
+    }
+
+
+def secret(config: StackConfig, values: dict[str, Any]) -> Manifest:
+    """`values`: stack secret name → value (an Output under Pulumi, REDACTED when rendering)."""
+    data = {SECRET_ENV[k]: v for k, v in values.items() if k in SECRET_ENV and v is not None}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(config, names(config).secret, "secrets"),
+        "type": "Opaque",
+        "stringData": data,
+    }
+
+
+def vllm_args(config: StackConfig) -> list[str]:
+    v = config.vllm
+    args = [
+        "--model", config.model.id,
+        "--served-model-name", config.model.name,
+        "--host", "0.0.0.0",
+        "--port", str(VLLM_PORT),
+        "--tensor-parallel-size", str(config.tensor_parallel_size),
+        "--max-model-len", str(v.max_model_len),
+        "--dtype", v.dtype,
+    ]  # fmt: skip
+    if not config.gpu.is_cpu:
+        args += ["--gpu-memory-utilization", f"{v.gpu_memory_utilization:g}"]
+    if config.model.revision:
+        args += ["--revision", config.model.revision]
+    if v.quantization:
+        args += ["--quantization", v.quantization]
+    if v.max_num_seqs:
+        args += ["--max-num-seqs", str(v.max_num_seqs)]
+    if v.max_num_batched_tokens:
+        args += ["--max-num-batched-tokens", str(v.max_num_batched_tokens)]
+    if v.enable_chunked_prefill is not None:
+        args.append("--enable-chunked-prefill" if v.enable_chunked_prefill else "--no-enable-chunked-prefill")
+    if v.enable_prefix_caching is not None:
+        args.append("--enable-prefix-caching" if v.enable_prefix_caching else "--no-enable-prefix-caching")
+    if v.log_requests:
+        args.append("--enable-log-requests")
+    args += ["--uvicorn-log-level", v.log_level]
+    return [*args, *v.extra_args]
+
+
+def _vllm_resources(config: StackConfig) -> Manifest:
+    if config.vllm.resources:
+        bounds = config.vllm.resources
+        requests = {"cpu": bounds.requests.cpu, "memory": bounds.requests.memory}
+        limits = {"cpu": bounds.limits.cpu, "memory": bounds.limits.memory}
+    else:
+        n = config.tensor_parallel_size
+        requests = {"cpu": str(4 * n), "memory": f"{24 * n}Gi"}
+        limits = {"cpu": str(8 * n), "memory": f"{48 * n}Gi"}
+    if not config.gpu.is_cpu:
+        # Extended resources must be requested and limited alike.
+        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(config.gpu.count)
+    return {"requests": requests, "limits": limits}
+
+
+def _vllm_env(config: StackConfig) -> list[Manifest]:
+    secret_name = names(config).secret
+    env = [
+        {"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"},
+        {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
+        {"name": "DO_NOT_TRACK", "value": "1"},
+        # vLLM reads its API key from VLLM_API_KEY, so it never appears in the args.
+        _secret_env("VLLM_API_KEY", secret_name, "VLLM_API_KEY"),
+        _secret_env("HF_TOKEN", secret_name, "HF_TOKEN", optional=True),
+    ]
+    if config.gpu.is_cpu:
+        env.append({"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"})
+    return env
+
+
+def _gpu_placement(config: StackConfig) -> Manifest:
+    if config.gpu.is_cpu:
+        placement: Manifest = {}
+        if config.kubernetes.node_selector:
+            placement["nodeSelector"] = dict(config.kubernetes.node_selector)
+        if config.kubernetes.tolerations:
+            placement["tolerations"] = [t.model_dump(exclude_none=True) for t in config.kubernetes.tolerations]
+        return placement
+    gpu = catalog.GPUS[config.gpu.type]
+    node_selector = config.kubernetes.node_selector or {"nvidia.com/gpu.product": gpu.node_product}
+    tolerations = (
+        [t.model_dump(exclude_none=True) for t in config.kubernetes.tolerations]
+        if config.kubernetes.tolerations is not None
+        else [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    )
+    return {"nodeSelector": dict(node_selector), "tolerations": tolerations}
+
+
+def vllm_statefulset(config: StackConfig) -> Manifest:
+    n = names(config)
+    budget = startup_budget_seconds(config)
+    cache_claim: Manifest = {
+        "metadata": {"name": "model-cache"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": cache_size(config)}},
+        },
+    }
+    if config.kubernetes.cache.storage_class:
+        cache_claim["spec"]["storageClassName"] = config.kubernetes.cache.storage_class
+    container = {
+        "name": "vllm",
+        "image": config.vllm.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
+        "args": vllm_args(config),
+        "env": _vllm_env(config),
+        "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
+        "resources": _vllm_resources(config),
+        # /health is open; /v1/* needs the API key, so probes never touch it.
+        "startupProbe": _http_probe(
+            "/health", "http", STARTUP_PROBE_PERIOD_SECONDS, math.ceil(budget / STARTUP_PROBE_PERIOD_SECONDS), 5
+        ),
+        "readinessProbe": _http_probe("/health", "http", 10, 3, 5),
+        "livenessProbe": _http_probe("/health", "http", 20, 6, 10),
+        # Endpoints drop the pod before vLLM gets SIGTERM, then vLLM drains in-flight requests.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SLEEP_SECONDS)]}}},
+        "volumeMounts": [
+            {"name": "model-cache", "mountPath": CACHE_MOUNT},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ],
+        "securityContext": dict(_RESTRICTED_CONTAINER),
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _metadata(
+            config,
+            n.vllm,
+            "vllm",
+            annotations={
+                "checkov.io/skip1": "CKV_K8S_40=the vllm/vllm-openai image runs as root",
+                "checkov.io/skip2": "CKV_K8S_23=the vllm/vllm-openai image runs as root",
+                "checkov.io/skip3": "CKV_K8S_22=vLLM writes compile caches under its home directory",
+            },
+        ),
+        "spec": {
+            "serviceName": n.headless,
+            "replicas": config.vllm.replicas,
+            "podManagementPolicy": "Parallel",
+            "persistentVolumeClaimRetentionPolicy": {"whenScaled": "Retain", "whenDeleted": "Retain"},
+            "selector": {"matchLabels": selector(config, "vllm")},
+            "template": {
+                "metadata": {"labels": labels(config, "vllm")},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "terminationGracePeriodSeconds": termination_grace_seconds(config),
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                    **_gpu_placement(config),
+                    "containers": [container],
+                    "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(config)}}],
+                },
+            },
+            "volumeClaimTemplates": [cache_claim],
+        },
+    }
+
+
+def _service(config: StackConfig, name: str, component: str, port: int, headless: bool = False) -> Manifest:
+    spec: Manifest = {
+        "selector": selector(config, component),
+        "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+    }
+    if headless:
+        # The StatefulSet's governing Service: stable pod DNS even while a pod is loading.
+        spec |= {"clusterIP": "None", "publishNotReadyAddresses": True}
+    else:
+        spec["type"] = "ClusterIP"
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _metadata(config, name, component), "spec": spec}
+
+
+def vllm_network_policy(config: StackConfig) -> Manifest:
+    """Only the wrapper's pods reach vLLM."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(config, names(config).vllm, "vllm"),
+        "spec": {
+            "podSelector": {"matchLabels": selector(config, "vllm")},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": selector(config, "wrapper")}}],
+                    "ports": [{"protocol": "TCP", "port": VLLM_PORT}],
+                }
+            ],
+        },
+    }
+
+
+def wrapper_env(config: StackConfig) -> list[Manifest]:
+    n, w = names(config), config.wrapper
+    env = [
+        {"name": "VLLM_BASE_URL", "value": n.vllm_url},
+        {"name": "VLLM_MODEL", "value": config.model.name},
+        {"name": "VLLM_WRAPPER_HOST", "value": "0.0.0.0"},
+        {"name": "VLLM_WRAPPER_PORT", "value": str(w.port)},
+        {"name": "VLLM_DEFAULT_MAX_TOKENS", "value": str(w.default_max_tokens)},
+        {"name": "VLLM_DEFAULT_TEMPERATURE", "value": f"{w.default_temperature:g}"},
+        {"name": "VLLM_MAX_RETRIES", "value": str(w.max_retries)},
+        {"name": "VLLM_TIMEOUT", "value": str(w.timeout)},
+        _secret_env("VLLM_API_KEY", n.secret, "VLLM_API_KEY"),
+        _secret_env("VLLM_WRAPPER_API_KEY", n.secret, "VLLM_WRAPPER_API_KEY", optional=True),
+    ]
+    if config.scales_to_zero:
+        env += [
+            {"name": "VLLM_IDLE_TIMEOUT", "value": str(config.idle_timeout)},
+            {"name": "VLLM_WAKE_TIMEOUT", "value": str(w.wake_timeout)},
+            {"name": "VLLM_K8S_NAMESPACE", "value": n.namespace},
+            {"name": "VLLM_K8S_STATEFULSET", "value": n.vllm},
+        ]
+    return env
+
+
+def wrapper_deployment(config: StackConfig) -> Manifest:
+    n, w = names(config), config.wrapper
+    pod_spec: Manifest = {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector(config, "wrapper")},
+            }
+        ],
+        "containers": [
+            {
+                "name": "wrapper",
+                "image": w.image,
+                "imagePullPolicy": "IfNotPresent",
+                "env": wrapper_env(config),
+                "ports": [{"name": "http", "containerPort": w.port, "protocol": "TCP"}],
+                "resources": {
+                    "requests": {"cpu": w.resources.requests.cpu, "memory": w.resources.requests.memory},
+                    "limits": {"cpu": w.resources.limits.cpu, "memory": w.resources.limits.memory},
+                },
+                # The wrapper answers /health itself even while vLLM sleeps or loads.
+                "readinessProbe": _http_probe("/health", "http", 5, 3, 3),
+                "livenessProbe": _http_probe("/health", "http", 10, 3, 5),
+                "securityContext": {**_RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
+            }
+        ],
+    }
+    if config.scales_to_zero:
+        pod_spec["serviceAccountName"] = n.scaler
+    else:
+        pod_spec["automountServiceAccountToken"] = False
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(config, n.wrapper, "wrapper"),
+        "spec": {
+            "replicas": w.replicas.min,
+            "selector": {"matchLabels": selector(config, "wrapper")},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {"metadata": {"labels": labels(config, "wrapper")}, "spec": pod_spec},
+        },
+    }
+
+
+def wrapper_hpa(config: StackConfig) -> Manifest:
+    n, w = names(config), config.wrapper
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(config, n.wrapper, "wrapper"),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": n.wrapper},
+            "minReplicas": w.replicas.min,
+            "maxReplicas": w.replicas.max,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": w.target_cpu_utilization},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def wrapper_pdb(config: StackConfig) -> Manifest:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(config, names(config).wrapper, "wrapper"),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(config, "wrapper")}},
+    }
+
+
+def wrapper_network_policy(config: StackConfig) -> Manifest:
+    """Clients (ingress controllers, port-forward, other apps) reach the wrapper's port only."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(config, names(config).wrapper, "wrapper"),
+        "spec": {
+            "podSelector": {"matchLabels": selector(config, "wrapper")},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": config.wrapper.port}]}],
+        },
+    }
+
+
+def scaler_rbac(config: StackConfig) -> list[Manifest]:
+    """What the wrapper needs to scale vLLM to zero and back: that StatefulSet, nothing wider."""
+    n = names(config)
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _metadata(config, n.scaler, "wrapper"),
+            "automountServiceAccountToken": True,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _metadata(config, n.scaler, "wrapper"),
+            "rules": [
+                {
+                    "apiGroups": ["apps"],
+                    "resources": ["statefulsets", "statefulsets/scale"],
+                    "resourceNames": [n.vllm],
+                    "verbs": ["get", "patch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _metadata(config, n.scaler, "wrapper"),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": n.scaler},
+            "subjects": [{"kind": "ServiceAccount", "name": n.scaler, "namespace": n.namespace}],
+        },
+    ]
+
+
+def build(config: StackConfig, secret_values: dict[str, Any] | None = None) -> StackManifests:
+    """All objects of a Kubernetes stack. Without `secret_values`, Secret data is REDACTED."""
+    if secret_values is None:
+        secret_values = {k: REDACTED for k in config.secrets_present}
+    n = names(config)
+    return StackManifests(
+        namespace=namespace(config) if config.kubernetes.create_namespace else None,
+        secret=secret(config, secret_values),
+        vllm=[
+            vllm_statefulset(config),
+            _service(config, n.headless, "vllm", VLLM_PORT, headless=True),
+            _service(config, n.vllm, "vllm", VLLM_PORT),
+            vllm_network_policy(config),
+        ],
+        wrapper=[
+            wrapper_deployment(config),
+            _service(config, n.wrapper, "wrapper", config.wrapper.port),
+            wrapper_hpa(config),
+            wrapper_pdb(config),
+            wrapper_network_policy(config),
+        ],
+        scaler=scaler_rbac(config) if config.scales_to_zero else [],
+    )
+
+
+def port_forward_command(config: StackConfig) -> str:
+    n = names(config)
+    port = config.wrapper.port
+    return f"kubectl port-forward -n {n.namespace} svc/{n.wrapper} {port}:{port}"
