@@ -1,0 +1,78 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from . import __version__
+from .auth import BearerAuth
+from .errors import APIError
+from .metrics import Metrics
+from .middleware import GatewayMiddleware
+from .routes import build_router
+from .settings import Settings, load_settings
+from .upstream import Upstream
+
+
+def _param(loc: tuple) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    upstream = Upstream(settings)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await upstream.start()
+        try:
+            yield
+        finally:
+            await upstream.close()
+
+    app = FastAPI(
+        title="vLLM wrapper",
+        version=__version__,
+        description="OpenAI-compatible gateway in front of vLLM. Errors are OpenAI-shaped.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.upstream = upstream
+    app.state.metrics = metrics
+    app.include_router(build_router(settings, upstream, metrics))
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> Response:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        param = _param(tuple(first.get("loc", ())))
+        msg = str(first.get("msg", "invalid request"))
+        if first.get("type") == "json_invalid":
+            msg, param = "request body is not valid JSON", None
+        elif param:
+            msg = f"{param}: {msg}"
+        return APIError(400, msg, param=param).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        return APIError(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None)).response()
+
+    app.add_middleware(
+        GatewayMiddleware,
+        metrics=metrics,
+        auth=BearerAuth(settings.wrapper_api_key),
+        max_body_bytes=settings.max_body_bytes,
+    )
+    return app

@@ -1,0 +1,201 @@
+"""The HTTP routes."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from . import __version__
+from .chat import ChatRelay, ChatRequest, ChatResponse, simple_answer, upstream_body
+from .errors import APIError
+from .metrics import Metrics
+from .proxy import Proxy, upstream_error
+from .settings import Settings
+from .streaming import UpstreamStream
+from .upstream import Upstream
+
+_ERROR = {
+    "description": "OpenAI-style error",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "properties": {
+                            "message": {"type": "string"},
+                            "type": {"type": "string"},
+                            "param": {"type": ["string", "null"]},
+                            "code": {"type": ["string", "integer", "null"]},
+                        },
+                    }
+                },
+            }
+        }
+    },
+}
+_ERRORS = {s: _ERROR for s in (400, 401, 404, 413, 502, 503, 504)}
+
+_MESSAGE = {
+    "type": "object",
+    "required": ["role", "content"],
+    "properties": {
+        "role": {"type": "string", "enum": ["system", "user", "assistant", "tool", "developer"]},
+        "content": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+_SAMPLING = {
+    "model": {"type": "string", "description": "defaults to VLLM_MODEL / the served model"},
+    "max_tokens": {"type": "integer", "minimum": 1},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+    "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    "n": {"type": "integer", "minimum": 1, "maximum": 4},
+    "seed": {"type": "integer"},
+    "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+    "stream": {"type": "boolean"},
+    "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+}
+
+
+def _body(schema: dict) -> dict:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+CHAT_COMPLETIONS_BODY = _body(
+    {
+        "type": "object",
+        "required": ["messages"],
+        "properties": {
+            "messages": {"type": "array", "items": _MESSAGE, "minItems": 1},
+            **_SAMPLING,
+            "tools": {"type": "array", "items": {"type": "object"}},
+            "tool_choice": {},
+            "response_format": {"type": "object"},
+        },
+        "additionalProperties": True,
+    }
+)
+COMPLETIONS_BODY = _body(
+    {
+        "type": "object",
+        "required": ["prompt"],
+        "properties": {
+            "prompt": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            **_SAMPLING,
+            "echo": {"type": "boolean"},
+        },
+        "additionalProperties": True,
+    }
+)
+_SSE = {"text/event-stream": {"schema": {"type": "string"}}}
+
+
+def build_router(settings: Settings, upstream: Upstream, metrics: Metrics) -> APIRouter:
+    router = APIRouter()
+    proxy = Proxy(settings, upstream, metrics)
+
+    @router.post(
+        "/v1/chat/completions",
+        tags=["openai"],
+        summary="OpenAI chat completions (pass-through, streamed or not)",
+        openapi_extra=CHAT_COMPLETIONS_BODY,
+        responses={200: {"content": {"application/json": {}, **_SSE}}, **_ERRORS},
+    )
+    async def chat_completions(request: Request) -> Response:
+        return await proxy.forward(request, "chat/completions", "messages")
+
+    @router.post(
+        "/v1/completions",
+        tags=["openai"],
+        summary="OpenAI completions (pass-through, streamed or not)",
+        openapi_extra=COMPLETIONS_BODY,
+        responses={200: {"content": {"application/json": {}, **_SSE}}, **_ERRORS},
+    )
+    async def completions(request: Request) -> Response:
+        return await proxy.forward(request, "completions", "prompt")
+
+    @router.get("/v1/models", tags=["openai"], summary="Models served", responses=_ERRORS)
+    async def models(request: Request) -> Response:
+        return await proxy.get(request, "/models")
+
+    @router.get("/models", tags=["simple"], summary="Models served (same as /v1/models)", responses=_ERRORS)
+    async def models_legacy(request: Request) -> Response:
+        return await proxy.get(request, "/models")
+
+    @router.post(
+        "/chat",
+        tags=["simple"],
+        summary="Simple chat: JSON answer, or SSE text pieces when stream is true",
+        response_model=ChatResponse,
+        responses={200: {"content": _SSE}, **_ERRORS},
+    )
+    async def chat(body: ChatRequest, request: Request) -> Response:
+        rid = request.scope["state"].get("request_id")
+        model = body.model or await proxy.default_model()
+        defaulted = body.max_tokens is None
+        payload = upstream_body(body, model, settings.default_max_tokens, settings.default_temperature)
+        for attempt in (0, 1):
+            raw = orjson.dumps(payload)
+            if body.stream:
+                resp = await upstream.open_stream("/chat/completions", raw, rid)
+                if resp.status == 200:
+                    return UpstreamStream(resp, ChatRelay(metrics), metrics)
+                try:
+                    data = await resp.read()
+                except Exception:
+                    data = b""
+                finally:
+                    resp.close()
+                status, retry_after = resp.status, resp.headers.get("Retry-After")
+            else:
+                reply = await upstream.call("POST", "/chat/completions", raw, rid)
+                if reply.status == 200:
+                    return Response(orjson.dumps(simple_answer(reply.body, metrics)), media_type="application/json")
+                status, data, retry_after = reply.status, reply.body, reply.retry_after
+            # VLLM_DEFAULT_MAX_TOKENS may exceed what the model's context leaves: then let
+            # the server use the remaining context instead of failing a request that set nothing.
+            if attempt == 0 and defaulted and status == 400 and b"max_tokens" in data:
+                payload.pop("max_tokens", None)
+                continue
+            break
+        return upstream_error(status, data, retry_after)
+
+    @router.get("/health", tags=["service"], summary="Wrapper and model-server health (always fast)")
+    async def health() -> dict:
+        ok = await upstream.available()
+        model = settings.model or (await upstream.served_model() if ok else None)
+        return {
+            "status": "healthy" if ok else "degraded",
+            "vllm_available": ok,
+            "model": model,
+            "base_url": settings.base,
+            "wrapper_status": "healthy",
+            "vllm_status": "available" if ok else "unavailable",
+        }
+
+    @router.get("/", tags=["service"], summary="Service information")
+    async def info() -> dict:
+        return {
+            "service": "vllm-wrapper",
+            "version": __version__,
+            "architecture": {
+                "wrapper": "OpenAI-compatible gateway (no GPU)",
+                "vllm": settings.base,
+            },
+            "model": settings.model or upstream._served_model,
+            "auth_required": settings.wrapper_api_key is not None,
+            "endpoints": ["/chat", "/v1/chat/completions", "/v1/completions", "/v1/models", "/models",
+                          "/health", "/metrics", "/docs"],
+        }
+
+    @router.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response)
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    return router
+
+
+__all__ = ["build_router", "APIError"]

@@ -1,0 +1,126 @@
+"""Relay an upstream SSE stream to the client, and cancel upstream when the client leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import aiohttp
+import orjson
+from starlette.responses import Response
+
+from .errors import error_body
+from .metrics import Metrics
+from .sse import EventSplitter, event_data
+
+log = logging.getLogger("wrapper.stream")
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def error_event(message: str, status: int, *, named: bool = False) -> bytes:
+    kind = "BadGatewayError" if status == 502 else "GatewayTimeoutError"
+    data = orjson.dumps(error_body(message, kind, None, status))
+    return (b"event: error\n" if named else b"") + b"data: " + data + b"\n\n"
+
+
+class Relay:
+    """Per-stream hooks. The default forwards bytes unchanged and only watches for usage."""
+
+    named_error_events = False
+
+    def __init__(self, metrics: Metrics, route: str) -> None:
+        self.metrics = metrics
+        self.route = route
+        self._split = EventSplitter()
+
+    def transform(self, chunk: bytes) -> bytes:
+        if b'"usage":{' in chunk or self._split._buf:
+            for ev in self._split.feed(chunk):
+                if b'"usage":{' in ev:
+                    self._usage(ev)
+        return chunk
+
+    def _usage(self, ev: bytes) -> None:
+        data = event_data(ev)
+        try:
+            obj = orjson.loads(data) if data else None
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(obj, dict):
+            self.metrics.count_usage(self.route, obj.get("usage"))
+
+    def end(self) -> bytes:
+        return b""
+
+
+class UpstreamStream(Response):
+    """An ASGI response that pumps ``resp`` to the client through ``relay``.
+
+    A watcher task waits for ``http.disconnect``; when the client goes away it closes the
+    upstream connection, which is how vLLM learns to abort the generation.
+    """
+
+    def __init__(self, resp: aiohttp.ClientResponse, relay: Relay, metrics: Metrics, on_done: Callable[[], None] | None = None) -> None:
+        self.resp = resp
+        self.relay = relay
+        self.metrics = metrics
+        self.status_code = 200
+        self.background = None
+        self.on_done = on_done
+
+    async def __call__(self, scope, receive, send) -> None:
+        resp = self.resp
+        relay = self.relay
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    gone = True
+                    resp.close()  # drop the upstream socket: vLLM aborts the request
+                    return
+
+        watcher = asyncio.ensure_future(watch())
+        self.metrics.streams.inc()
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            try:
+                async for chunk in resp.content.iter_any():
+                    out = relay.transform(chunk)
+                    if out:
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                    if gone:
+                        break
+                tail = relay.end()
+            except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError) as exc:
+                if gone:
+                    tail = b""
+                else:
+                    timeout = isinstance(exc, TimeoutError | asyncio.TimeoutError)
+                    self.metrics.upstream_errors.labels("timeout" if timeout else "stream_broken").inc()
+                    log.warning(
+                        "upstream stream failed",
+                        extra={"request_id": scope.get("state", {}).get("request_id"), "error": type(exc).__name__},
+                    )
+                    msg = (
+                        "the model server went silent mid-stream (timeout)"
+                        if timeout
+                        else "the model server closed the stream before it finished"
+                    )
+                    tail = error_event(msg, 504 if timeout else 502, named=relay.named_error_events)
+            if not gone:
+                await send({"type": "http.response.body", "body": tail, "more_body": False})
+        finally:
+            self.metrics.streams.dec()
+            watcher.cancel()
+            resp.close()
+            if self.on_done is not None:
+                self.on_done()
