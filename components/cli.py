@@ -63,6 +63,11 @@ def check(stack: StackArg, stacks_dir: StacksDir = STACKS_DIR) -> None:
     typer.echo(f"  scale to zero: {idle}")
 
 
+from components.cost import cost_command  # noqa: E402  (logic in components/cost.py)
+
+app.command("cost")(cost_command)
+
+
 def main() -> None:
     app()
 
