@@ -78,3 +78,15 @@ def run_program(
 
     run()
     return mocks.declared
+
+
+def stack_outputs(stack: str, *, secrets: dict[str, str] | None = None) -> dict[str, Any]:
+    """What `pulumi stack output` shows after `pulumi up -s <stack>`."""
+    exported: dict[str, Any] = {}
+    real_export = pulumi.export
+    pulumi.export = lambda name, value: exported.__setitem__(name, value)  # type: ignore[assignment]
+    try:
+        run_program(stack, secrets=secrets)
+    finally:
+        pulumi.export = real_export
+    return exported

@@ -1,0 +1,35 @@
+# Two commands on a fresh machine:  `make test`  and  `make up` (the `local` stack on your kube context).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STACK  ?= local
+export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
+
+.PHONY: install test up preview destroy render
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[wrapper,modal,dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Every test, including those against a real vLLM (CPU build, in its own venv).
+test: install
+	bash .ci/install-vllm
+	$(PY) -m pytest
+
+render: install
+	$(VENV)/bin/vllm-deploy render $(STACK)
+
+# Deploy a stack with Pulumi's local file backend (no account needed). Needs the pulumi CLI.
+up: install
+	bash .ci/pulumi-stack $(STACK)
+	pulumi up --stack $(STACK)
+
+preview: install
+	bash .ci/pulumi-stack $(STACK)
+	pulumi preview --diff --stack $(STACK)
+
+destroy:
+	pulumi destroy --stack $(STACK)

@@ -1,0 +1,125 @@
+"""The project's own rules for the objects it declares; each returns the violations it finds.
+
+They encode what production vLLM deployments have been bitten by: unpinned images,
+secrets in args, probes on guarded paths, pods nobody fences off.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+
+from components.manifests import Manifest
+
+_SECRET_NAME = re.compile(r"(^|_)(KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
+_SECRET_FLAG = re.compile(r"^--?(api-key|hf-token|token|password)(=|$)")
+_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component")
+_WORKLOADS = ("Deployment", "StatefulSet")
+
+
+def _pods(objects: list[Manifest]) -> Iterator[tuple[Manifest, Manifest]]:
+    for obj in objects:
+        if obj["kind"] in _WORKLOADS:
+            yield obj, obj["spec"]["template"]
+
+
+def _containers(objects: list[Manifest]) -> Iterator[tuple[str, Manifest]]:
+    for obj, template in _pods(objects):
+        for container in template["spec"]["containers"]:
+            yield f"{obj['kind']}/{obj['metadata']['name']}/{container['name']}", container
+
+
+def pinned_images(objects: list[Manifest]) -> list[str]:
+    return [
+        f"{where}: image {c['image']!r} is not pinned to a tag or digest"
+        for where, c in _containers(objects)
+        if "@sha256:" not in c["image"]
+        and (":" not in c["image"].rsplit("/", 1)[-1] or c["image"].endswith(":latest"))
+    ]
+
+
+def bounded_resources(objects: list[Manifest]) -> list[str]:
+    found = []
+    for where, c in _containers(objects):
+        for bound in ("requests", "limits"):
+            for resource in ("cpu", "memory"):
+                if resource not in c.get("resources", {}).get(bound, {}):
+                    found.append(f"{where}: no {resource} {bound}")
+        gpus = {b: c["resources"].get(b, {}).get("nvidia.com/gpu") for b in ("requests", "limits")}
+        if gpus["requests"] != gpus["limits"]:
+            found.append(f"{where}: nvidia.com/gpu request {gpus['requests']} ≠ limit {gpus['limits']}")
+    return found
+
+
+def probed(objects: list[Manifest]) -> list[str]:
+    found = []
+    for where, c in _containers(objects):
+        for probe in ("readinessProbe", "livenessProbe"):
+            if probe not in c:
+                found.append(f"{where}: no {probe}")
+            elif c[probe].get("httpGet", {}).get("path", "").startswith("/v1"):
+                found.append(f"{where}: {probe} on {c[probe]['httpGet']['path']}, which needs the API key")
+    return found
+
+
+def secrets_by_reference(objects: list[Manifest]) -> list[str]:
+    found = []
+    for where, c in _containers(objects):
+        for arg in [*c.get("command", []), *c.get("args", [])]:
+            if _SECRET_FLAG.match(str(arg)):
+                found.append(f"{where}: secret flag {str(arg).split('=')[0]} in the container's command line")
+        for env in c.get("env", []):
+            if _SECRET_NAME.search(env["name"]) and "value" in env:
+                found.append(f"{where}: {env['name']} set as a plain value, not from a Secret")
+    return found
+
+
+def restricted(objects: list[Manifest]) -> list[str]:
+    found = []
+    for obj, template in _pods(objects):
+        seccomp = template["spec"].get("securityContext", {}).get("seccompProfile", {}).get("type")
+        if seccomp != "RuntimeDefault":
+            found.append(f"{obj['kind']}/{obj['metadata']['name']}: pod without the RuntimeDefault seccomp profile")
+    for where, c in _containers(objects):
+        context = c.get("securityContext", {})
+        if context.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{where}: privilege escalation not disabled")
+        if "ALL" not in context.get("capabilities", {}).get("drop", []):
+            found.append(f"{where}: capabilities not dropped")
+    return found
+
+
+def fenced(objects: list[Manifest]) -> list[str]:
+    """Every pod is selected by a NetworkPolicy."""
+    selectors = [o["spec"]["podSelector"]["matchLabels"] for o in objects if o["kind"] == "NetworkPolicy"]
+    return [
+        f"{obj['kind']}/{obj['metadata']['name']}: no NetworkPolicy selects its pods"
+        for obj, template in _pods(objects)
+        if not any(s.items() <= template["metadata"]["labels"].items() for s in selectors)
+    ]
+
+
+def labelled(objects: list[Manifest]) -> list[str]:
+    found = []
+    for obj in objects:
+        missing = [label for label in _LABELS if label not in obj["metadata"].get("labels", {})]
+        if missing:
+            found.append(f"{obj['kind']}/{obj['metadata']['name']}: missing labels {missing}")
+        if obj["kind"] != "Namespace" and not obj["metadata"].get("namespace"):
+            found.append(f"{obj['kind']}/{obj['metadata']['name']}: no namespace")
+    return found
+
+
+RULES: dict[str, Callable[[list[Manifest]], list[str]]] = {
+    "pinned-images": pinned_images,
+    "bounded-resources": bounded_resources,
+    "probed": probed,
+    "secrets-by-reference": secrets_by_reference,
+    "restricted": restricted,
+    "fenced": fenced,
+    "labelled": labelled,
+}
+
+
+def violations(objects: list[Manifest]) -> list[str]:
+    return [f"[{name}] {v}" for name, rule in RULES.items() for v in rule(objects)]
