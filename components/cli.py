@@ -68,6 +68,24 @@ from components.cost import cost_command  # noqa: E402  (logic in components/cos
 app.command("cost")(cost_command)
 
 
+@app.command()
+def values(
+    stack: StackArg,
+    stacks_dir: StacksDir = STACKS_DIR,
+    secret_placeholders: Annotated[
+        bool, typer.Option(help="Let the chart create the Secret, with <redacted> placeholders to replace")
+    ] = False,
+) -> None:
+    """Print the Helm values file that makes charts/vllm-deploy declare this stack's objects."""
+    from components.helm_values import values_yaml
+
+    config = _load(stack, stacks_dir)
+    if config.target != "kubernetes":
+        typer.echo(f"error: stack {stack} targets {config.target}; the Helm chart deploys to Kubernetes", err=True)
+        raise typer.Exit(2)
+    sys.stdout.write(values_yaml(config, "placeholders" if secret_placeholders else "existing", stack))
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,111 @@
+{{/*
+Names, labels and derived values. Every object name is prefixed with the release name, as the
+Pulumi component prefixes them with `kubernetes.releaseName` (components/manifests.py `Names`).
+*/}}
+
+{{/* The prefix of every object's name: `<release>`, `<release>-wrapper`, `<release>-secrets`, … */}}
+{{- define "vllm-deploy.fullname" -}}
+{{- .Release.Name | trunc 53 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The Secret vLLM and the wrapper read: an existing one by name, or `<release>-secrets`. */}}
+{{- define "vllm-deploy.secretName" -}}
+{{- .Values.secrets.existingSecret | default (printf "%s-secrets" (include "vllm-deploy.fullname" .)) -}}
+{{- end -}}
+
+{{/* vLLM's in-cluster URL, as the wrapper reaches it. */}}
+{{- define "vllm-deploy.vllmUrl" -}}
+{{- printf "http://%s.%s.svc.cluster.local:8000/v1" (include "vllm-deploy.fullname" .) .Release.Namespace -}}
+{{- end -}}
+
+{{/* The name clients send as "model": servedName, or the id's last path part, lower-cased. */}}
+{{- define "vllm-deploy.servedName" -}}
+{{- .Values.model.servedName | default (splitList "/" .Values.model.id | last | lower) -}}
+{{- end -}}
+
+{{/* app.kubernetes.io/version: the vLLM image's tag (or its digest, shortened). */}}
+{{- define "vllm-deploy.version" -}}
+{{- $image := .Values.vllm.image -}}
+{{- if contains "@" $image -}}
+{{- splitList "@" $image | last | trunc 63 | replace ":" "-" -}}
+{{- else -}}
+{{- splitList ":" $image | last -}}
+{{- end -}}
+{{- end -}}
+
+{{/* vLLM's tensor parallel size: the GPU count, or 1 on CPU. */}}
+{{- define "vllm-deploy.tensorParallelSize" -}}
+{{- if eq .Values.gpu.type "none" -}}1{{- else -}}{{ .Values.gpu.count | int }}{{- end -}}
+{{- end -}}
+
+{{/* The `nvidia.com/gpu.product` node label of each GPU type (components/catalog.py GPUS). */}}
+{{- define "vllm-deploy.gpuNodeProducts" -}}
+A100-80GB: NVIDIA-A100-SXM4-80GB
+A100-40GB: NVIDIA-A100-SXM4-40GB
+H100: NVIDIA-H100-80GB-HBM3
+H200: NVIDIA-H200
+B200: NVIDIA-B200
+L40S: NVIDIA-L40S
+A10G: NVIDIA-A10G
+L4: NVIDIA-L4
+T4: Tesla-T4
+{{- end -}}
+
+{{/*
+Selector labels; call with (dict "ctx" $ "component" "vllm").
+*/}}
+{{- define "vllm-deploy.selectorLabels" -}}
+app.kubernetes.io/name: {{ .ctx.Chart.Name }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/*
+All labels of an object; call with (dict "ctx" $ "component" "vllm").
+*/}}
+{{- define "vllm-deploy.labels" -}}
+{{ include "vllm-deploy.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "vllm-deploy.version" .ctx | quote }}
+app.kubernetes.io/part-of: vllm-deploy
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end -}}
+
+{{/*
+metadata of a namespaced object; call with (dict "ctx" $ "component" "vllm" "name" "…").
+*/}}
+{{- define "vllm-deploy.metadata" -}}
+name: {{ .name }}
+namespace: {{ .ctx.Release.Namespace }}
+labels:
+  {{- include "vllm-deploy.labels" . | nindent 2 }}
+{{- end -}}
+
+{{/*
+Rolls the pods when what they read changes but their spec does not: the Secret the chart creates
+(or the name of the one it references).
+*/}}
+{{- define "vllm-deploy.configChecksum" -}}
+{{- $secret := include (print .Template.BasePath "/secret.yaml") . -}}
+{{- list $secret (include "vllm-deploy.secretName" .) | toJson | sha256sum -}}
+{{- end -}}
+
+{{/* Checks the schema cannot express; fails the render with the key to fix. */}}
+{{- define "vllm-deploy.validate" -}}
+{{- with .Values.kubernetes.releaseName -}}
+{{- if ne . $.Release.Name -}}
+{{- fail (printf "kubernetes.releaseName: these values are for the release %q, not %q; install as `helm install %s …` or remove the key" . $.Release.Name .) -}}
+{{- end -}}
+{{- end -}}
+{{- with .Values.kubernetes.namespace -}}
+{{- if ne . $.Release.Namespace -}}
+{{- fail (printf "kubernetes.namespace: these values are for the namespace %q, not %q; install with `-n %s` or remove the key" . $.Release.Namespace .) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.secrets.create .Values.secrets.existingSecret -}}
+{{- fail "secrets.existingSecret: cannot be combined with secrets.create: true; either reference a Secret or let the chart create one" -}}
+{{- end -}}
+{{- if lt (int .Values.wrapper.replicas.max) (int .Values.wrapper.replicas.min) -}}
+{{- fail (printf "wrapper.replicas.max: %d must be >= wrapper.replicas.min (%d)" (int .Values.wrapper.replicas.max) (int .Values.wrapper.replicas.min)) -}}
+{{- end -}}
+{{- end -}}

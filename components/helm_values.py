@@ -1,0 +1,95 @@
+"""The Helm values that make `charts/vllm-deploy` declare the objects `pulumi up` declares.
+
+Built from the typed `StackConfig` (the one source of truth), with the stack config's own
+key names: each section is dumped as the stack file spells it, so a field added to the config
+but unknown to the chart fails the chart's schema (`additionalProperties: false`) instead of
+being dropped silently. What the chart cannot derive by itself (it does not know model sizes)
+is passed as plain numbers: `vllm.startupTimeout` and `kubernetes.cache.size`.
+
+Secrets never enter the values. Two ways to handle the `<release>-secrets` Secret:
+
+- ``"existing"`` (the default, and the recommended path): `secrets.existingSecret` names the
+  Secret that manifests.py names, created outside Helm; the chart declares no Secret.
+- ``"placeholders"``: `secrets.create: true` with the `REDACTED` mark for each secret the stack
+  sets, so the chart declares the same Secret `vllm-deploy render` prints (keys, no values).
+  For review and for the parity test; replace the placeholders before installing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import yaml
+
+from components import manifests
+from components.config import StackConfig
+from components.manifests import REDACTED
+
+SecretsMode = Literal["existing", "placeholders"]
+CHART_PATH = "charts/vllm-deploy"
+# Stack config keys the chart has no use for: where Pulumi deploys (Helm takes --kube-context),
+# and the Modal and cost sections of other targets.
+NOT_FOR_HELM = ("kubernetes.context", "target", "modal", "cost")
+
+
+def _dump(section: Any) -> dict[str, Any]:
+    return section.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def _g(number: float) -> float:
+    """The float manifests.py formats with `:g`, so the chart's `toString` prints the same digits."""
+    return float(f"{number:g}")
+
+
+def helm_values(config: StackConfig, secrets: SecretsMode = "existing") -> dict[str, Any]:
+    """The values file that reproduces `config` (a Kubernetes stack) with the chart."""
+    if config.target != "kubernetes":
+        raise ValueError(f"the Helm chart deploys to Kubernetes; this stack targets {config.target}")
+    n = manifests.names(config)
+    vllm = _dump(config.vllm) | {
+        "gpuMemoryUtilization": _g(config.vllm.gpu_memory_utilization),
+        # Derived from the model's size when the stack does not set it.
+        "startupTimeout": manifests.startup_budget_seconds(config),
+    }
+    wrapper = _dump(config.wrapper) | {"defaultTemperature": _g(config.wrapper.default_temperature)}
+    kubernetes = _dump(config.kubernetes)
+    kubernetes.pop("context", None)
+    kubernetes["cache"] = kubernetes.get("cache", {}) | {"size": manifests.cache_size(config)}
+    if secrets == "existing":
+        secret_values: dict[str, Any] = {"create": False, "existingSecret": n.secret}
+    elif secrets == "placeholders":
+        secret_values = {"create": True, **{key: REDACTED for key in sorted(config.secrets_present)}}
+    else:
+        raise ValueError(f"secrets: {secrets!r} is neither 'existing' nor 'placeholders'")
+    return {
+        "model": _dump(config.model) | {"servedName": config.model.name},
+        "gpu": _dump(config.gpu),
+        "idleTimeout": config.idle_timeout,
+        "vllm": vllm,
+        "wrapper": wrapper,
+        "kubernetes": kubernetes,
+        "secrets": secret_values,
+    }
+
+
+def values_yaml(config: StackConfig, secrets: SecretsMode = "existing", stack: str = "") -> str:
+    """`helm_values` as a commented YAML file: how to install it, and where the secrets go."""
+    n = manifests.names(config)
+    source = f" from stacks/Pulumi.{stack}.yaml" if stack else ""
+    head = [
+        f"# vllm-deploy chart values{source}: the objects `pulumi up` declares for this stack.",
+        f"# helm upgrade --install {n.release} {CHART_PATH} -n {n.namespace} -f values.yaml",
+        "# kubernetes.releaseName and kubernetes.namespace pin that release name and namespace.",
+    ]
+    if secrets == "existing":
+        required = ["VLLM_API_KEY=<key>"] + (["HF_TOKEN=<token>"] if config.model.gated else [])
+        literals = " ".join(f"--from-literal={pair}" for pair in required)
+        head += [
+            f"# Secrets stay out of values: create the Secret {n.secret} first, e.g.",
+            f"#   kubectl create secret generic {n.secret} -n {n.namespace} {literals}",
+            "# (add VLLM_WRAPPER_API_KEY=<key> to make clients send a Bearer key).",
+        ]
+    else:
+        head.append(f"# secrets.* hold {REDACTED!r} placeholders: replace them before installing.")
+    body = yaml.safe_dump(helm_values(config, secrets), sort_keys=False, default_flow_style=False)
+    return "\n".join(head) + "\n" + body
