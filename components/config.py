@@ -242,6 +242,10 @@ class ModalConfig(Section):
     max_concurrent_inputs: int = Field(default=32, ge=1)
     min_containers: int = Field(default=0, ge=0)
     max_containers: int | None = Field(default=None, ge=1)
+    # The vLLM release pip-installed in the Modal GPU image; default: the vllm.image tag (v0.32.0 → 0.32.0).
+    vllm_version: str | None = Field(default=None, pattern=r"^\d+(\.\d+){1,3}(\.post\d+)?$")
+    # Concurrent requests per always-on wrapper container (autoscale).
+    wrapper_max_concurrent_inputs: int = Field(default=100, ge=1)
 
 
 class CostConfig(Section):

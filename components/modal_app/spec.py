@@ -1,0 +1,252 @@
+"""`AppSpec`: everything a Modal app definition needs, as plain typed data.
+
+Built from the typed `StackConfig` on the deploying machine (`AppSpec.from_config`), then
+travels as JSON: into the app modules when they are loaded for a deploy (`load_app`), and
+into the Modal containers as the `VLLM_DEPLOY_MODAL_SPEC` environment variable, so the
+container re-imports the same module and declares exactly the same functions.
+
+Standard library only: this module is imported inside the Modal containers, where neither
+pydantic nor Pulumi is installed. It holds no secret: keys and tokens reach the containers
+through the named Modal Secret only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # the deploying side only
+    from components.config import StackConfig
+
+SPEC_ENV = "VLLM_DEPLOY_MODAL_SPEC"
+ARCHITECTURES = ("integrated", "autoscale")
+VLLM_PORT = 8000
+HF_CACHE_DIR = "/root/.cache/huggingface"
+VLLM_CACHE_DIR = "/root/.cache/vllm"
+# Modal's GPU strings for the types the stack config knows, and the most of each per container.
+MODAL_GPU_MAX_COUNT = {
+    "A100-80GB": 8, "A100-40GB": 8, "H100": 8, "H200": 8, "B200": 8, "L40S": 8, "A10G": 4, "L4": 8, "T4": 8,
+}  # fmt: skip
+# Keys of the named Modal Secret (the old deployments' names first; values never in this spec).
+SECRET_ENV_KEYS = (
+    "HUGGING_FACE_HUB_TOKEN",  # old name, still read by huggingface_hub
+    "HF_TOKEN",
+    "VLLM_SERVER_API_KEY",  # old name of vLLM's key
+    "VLLM_API_KEY",  # vLLM reads its --api-key from here; the wrapper sends it upstream
+    "VLLM_WRAPPER_API_KEY",  # Bearer key clients send to the wrapper ("" = open)
+)
+WRAPPER_REQUIREMENT_NAMES = (
+    "fastapi", "uvicorn", "uvloop", "httptools", "aiohttp", "pydantic-settings", "prometheus-client", "orjson",
+)  # fmt: skip
+_APP_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
+_SECRET_ARGS = ("--api-key", "--hf-token")
+
+
+class SpecError(ValueError):
+    """A spec Modal would reject or that would leak a secret."""
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    architecture: Literal["integrated", "autoscale"]
+    app_name: str
+    secret_name: str
+    model_id: str
+    served_model_name: str
+    gpu_type: str
+    gpu_count: int
+    vllm_version: str
+    # vLLM's OpenAI server flags, without --api-key (vLLM reads VLLM_API_KEY from the secret).
+    vllm_args: tuple[str, ...]
+    # Seconds an idle GPU container stays up (Modal's scaledown_window); None = always on.
+    scaledown_window: int | None
+    min_containers: int
+    max_containers: int | None
+    function_timeout: int
+    startup_timeout: int
+    max_concurrent_inputs: int
+    hf_cache_volume: str = "vllm-deploy-hf-cache"
+    vllm_cache_volume: str = "vllm-deploy-vllm-cache"
+    port: int = VLLM_PORT
+    # autoscale only: the always-on wrapper in front of the GPU function.
+    wrapper_requirements: tuple[str, ...] = ()
+    wrapper_env: dict[str, str] = field(default_factory=dict)
+    wrapper_min_containers: int = 1
+    wrapper_max_concurrent_inputs: int = 100
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.architecture not in ARCHITECTURES:
+            problems.append(f"architecture {self.architecture!r}: use one of {', '.join(ARCHITECTURES)}")
+        if not _APP_NAME.match(self.app_name):
+            problems.append(f"app name {self.app_name!r}: letters, digits, '.', '_', '-', at most 64")
+        limit = MODAL_GPU_MAX_COUNT.get(self.gpu_type)
+        if limit is None:
+            problems.append(f"GPU {self.gpu_type!r} is not a Modal GPU; use one of {', '.join(MODAL_GPU_MAX_COUNT)}")
+        elif not 1 <= self.gpu_count <= limit:
+            problems.append(f"GPU count {self.gpu_count}: Modal gives 1 … {limit} × {self.gpu_type} per container")
+        if self.scaledown_window is not None and not 2 <= self.scaledown_window <= 3600:
+            problems.append(f"scaledown_window {self.scaledown_window}: Modal accepts 2 … 3600 s")
+        if self.scaledown_window is None and self.min_containers < 1:
+            problems.append("always on (no idle timeout) needs min_containers ≥ 1")
+        for arg in self.vllm_args:
+            if arg.split("=", 1)[0] in _SECRET_ARGS:
+                raise SpecError(f"{arg.split('=', 1)[0]} must not be a command-line argument (secrets come from env)")
+        if self.architecture == "autoscale" and not self.wrapper_requirements:
+            problems.append("autoscale needs the wrapper's requirements")
+        if problems:
+            raise SpecError("; ".join(problems))
+
+    # ------------------------------------------------------------------ derived
+
+    @property
+    def gpu(self) -> str:
+        """Modal's GPU string: `A100-80GB:2`."""
+        return f"{self.gpu_type}:{self.gpu_count}"
+
+    @property
+    def tensor_parallel_size(self) -> int:
+        return self.gpu_count
+
+    @property
+    def web_functions(self) -> tuple[str, ...]:
+        """Names of the web functions, the first one the public entry point."""
+        return ("serve_vllm",) if self.architecture == "integrated" else ("serve_wrapper", "serve_vllm")
+
+    @property
+    def idle_description(self) -> str:
+        if self.scaledown_window is None:
+            return "never (always on)"
+        minutes, seconds = divmod(self.scaledown_window, 60)
+        if seconds:
+            return f"{self.scaledown_window} seconds"
+        return f"{minutes} minute" + ("s" if minutes != 1 else "")
+
+    def vllm_command(self) -> list[str]:
+        """How the GPU container starts vLLM's OpenAI server (no secret on it)."""
+        return ["python", "-m", "vllm.entrypoints.openai.api_server", *self.vllm_args]
+
+    def function_env(self) -> dict[str, str]:
+        """Plain (non-secret) environment of every container: the spec itself and cache paths."""
+        return {SPEC_ENV: self.to_json()}
+
+    # --------------------------------------------------------------- transport
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["vllm_args"] = list(self.vllm_args)
+        data["wrapper_requirements"] = list(self.wrapper_requirements)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AppSpec:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("vllm_args", "wrapper_requirements"):
+            values[key] = tuple(values.get(key) or ())
+        values["wrapper_env"] = {str(k): str(v) for k, v in (values.get("wrapper_env") or {}).items()}
+        for key in ("gpu_count", "min_containers", "function_timeout", "startup_timeout", "max_concurrent_inputs",
+                    "port", "wrapper_min_containers", "wrapper_max_concurrent_inputs"):  # fmt: skip
+            if key in values:
+                values[key] = int(values[key])  # Pulumi state hands numbers back as floats
+        for key in ("scaledown_window", "max_containers"):
+            if values.get(key) is not None:
+                values[key] = int(values[key])
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> AppSpec:
+        return cls.from_dict(json.loads(text))
+
+    # ------------------------------------------------------------ from config
+
+    @classmethod
+    def from_config(
+        cls, config: StackConfig, *, app_name: str, wrapper_requirements: tuple[str, ...] = ()
+    ) -> AppSpec:
+        """The Modal app for a validated `target: modal` stack."""
+        from components import manifests
+
+        m = config.modal
+        idle = config.idle_timeout or None
+        architecture = m.architecture
+        min_containers = m.min_containers if idle else max(1, m.min_containers)
+        wrapper_env: dict[str, str] = {}
+        if architecture == "autoscale":
+            w = config.wrapper
+            wrapper_env = {
+                "VLLM_MODEL": config.model.name,
+                # A request may arrive while the GPU function is scaled to zero: Modal holds it
+                # until vLLM is up, so the wrapper waits for a cold start plus its own timeout.
+                "VLLM_TIMEOUT": str(w.timeout + max(w.wake_timeout, manifests.startup_budget_seconds(config))),
+                "VLLM_DEFAULT_MAX_TOKENS": str(w.default_max_tokens),
+                "VLLM_DEFAULT_TEMPERATURE": f"{w.default_temperature:g}",
+                "VLLM_MAX_RETRIES": str(w.max_retries),
+            }
+        return cls(
+            architecture=architecture,
+            app_name=app_name,
+            secret_name=m.secret_name,
+            model_id=config.model.id,
+            served_model_name=config.model.name,
+            gpu_type=config.gpu.type,
+            gpu_count=config.gpu.count,
+            vllm_version=m.vllm_version or vllm_version_from_image(config.vllm.image),
+            vllm_args=tuple(manifests.vllm_args(config)),
+            scaledown_window=idle,
+            min_containers=min_containers,
+            max_containers=m.max_containers,
+            function_timeout=m.function_timeout,
+            startup_timeout=manifests.startup_budget_seconds(config),
+            max_concurrent_inputs=m.max_concurrent_inputs,
+            wrapper_requirements=tuple(wrapper_requirements) if architecture == "autoscale" else (),
+            wrapper_env=wrapper_env,
+            wrapper_max_concurrent_inputs=m.wrapper_max_concurrent_inputs,
+        )
+
+
+def vllm_version_from_image(image: str) -> str:
+    """`vllm/vllm-openai:v0.32.0` → `0.32.0` (the same release as the Kubernetes image)."""
+    tag = image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else ""
+    match = re.fullmatch(r"v?(\d+(?:\.\d+){1,3}(?:\.post\d+)?)", tag)
+    if not match:
+        raise SpecError(
+            f"cannot tell the vLLM release from the image {image!r}; set modal.vllmVersion (e.g. 0.32.0)"
+        )
+    return match.group(1)
+
+
+# ----------------------------------------------------------- the current spec
+
+_loading: AppSpec | None = None
+
+
+def current(architecture: str) -> AppSpec:
+    """The spec an app module declares itself from.
+
+    Locally it is the one `load_app` is loading; inside a Modal container it is the
+    `VLLM_DEPLOY_MODAL_SPEC` environment variable the function was deployed with.
+    """
+    spec = _loading
+    if spec is None:
+        text = os.environ.get(SPEC_ENV)
+        if not text:
+            raise SpecError(
+                f"no Modal app spec: load this module with components.modal_app.load_app(spec), "
+                f"or set {SPEC_ENV}"
+            )
+        spec = AppSpec.from_json(text)
+    if spec.architecture != architecture:
+        raise SpecError(f"the spec is for the {spec.architecture!r} architecture, not {architecture!r}")
+    return spec
