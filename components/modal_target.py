@@ -1,0 +1,365 @@
+"""The Modal target as Pulumi components: a named Modal Secret and a deployed Modal app.
+
+Modal has no Pulumi provider, so two dynamic providers do the work:
+
+- `ModalSecretProvider` creates/updates the named Modal Secret from the stack's Pulumi
+  secrets (values travel as secret Outputs over the provider's gRPC channel: never in a
+  process's arguments or logs; in state only encrypted, as secret outputs).
+- `ModalAppProvider` deploys the app for the stack (`components/modal_app`), redeploys only
+  when the spec, the app's source (modal_app + wrapper files) or the secret changed, and
+  stops the app on delete.
+
+Everything that talks to Modal's servers goes through one seam, `ModalClient`; the real
+implementation `ModalSdkClient` uses the SDK's async forms. A missing Modal token is caught
+by `require_modal_credentials` before either provider calls the seam.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tomllib
+from collections.abc import Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import pulumi
+from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.dynamic import Resource as DynamicResource
+from pulumi.runtime import rpc
+
+from components.config import StackConfig
+from components.modal_app import AppSpec, SpecError, source_hash, wrapper_requirements
+
+T = TypeVar("T")
+
+# Keys of the Modal Secret, from the stack's secret config keys (old names kept for users' scripts).
+SECRET_ENV = {
+    "hfToken": ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"),
+    "vllmApiKey": ("VLLM_API_KEY", "VLLM_SERVER_API_KEY"),
+    "wrapperApiKey": ("VLLM_WRAPPER_API_KEY",),
+}
+
+
+# ------------------------------------------------------------------ the seam
+
+
+@dataclass(frozen=True)
+class Deployed:
+    app_id: str
+    # Web function name → its URL (`https://<workspace>--<app>-<function>.modal.run`).
+    urls: dict[str, str] = field(default_factory=dict)
+
+
+class ModalClient(Protocol):
+    """The boundary to Modal's servers: the only thing tests replace."""
+
+    async def upsert_secret(self, name: str, values: Mapping[str, str]) -> None: ...
+
+    async def delete_secret(self, name: str) -> None: ...
+
+    async def deploy(self, spec: AppSpec) -> Deployed: ...
+
+    async def stop(self, app_name: str) -> None: ...
+
+
+class ModalSdkClient:
+    """`ModalClient` on the Modal SDK (1.6), async forms; credentials from env or ~/.modal.toml."""
+
+    async def upsert_secret(self, name: str, values: Mapping[str, str]) -> None:
+        import modal
+
+        env = dict(values)
+        # create() keeps an existing secret's values; update() then overwrites every key.
+        await modal.Secret.objects.create.aio(name, env, allow_existing=True)
+        await modal.Secret.from_name(name).update.aio(env)
+
+    async def delete_secret(self, name: str) -> None:
+        import modal
+
+        await modal.Secret.objects.delete.aio(name, allow_missing=True)
+
+    async def deploy(self, spec: AppSpec) -> Deployed:
+        from components.modal_app import load_app
+
+        module = load_app(spec)
+        app = module.app
+        await app.deploy.aio(name=spec.app_name, tag=f"spec-{spec.digest[:12]}")
+        urls = {}
+        for name in spec.web_functions:
+            url = await getattr(module, name).get_web_url.aio()
+            if url:
+                urls[name] = url
+        return Deployed(app_id=app.app_id or "", urls=urls)
+
+    async def stop(self, app_name: str) -> None:
+        import modal
+        from modal.exception import NotFoundError
+
+        try:
+            app = await modal.App.lookup.aio(app_name)
+        except NotFoundError:
+            return  # already gone
+        await app.stop.aio()
+
+
+# ------------------------------------------------------------- credentials
+
+
+class ModalCredentialsMissing(RuntimeError):
+    pass
+
+
+CREDENTIALS_HELP = (
+    "no Modal token: set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET, or run `modal token new` once "
+    "(it writes ~/.modal.toml). Nothing was deployed."
+)
+
+
+def modal_credentials_present(env: Mapping[str, str] | None = None, home: Path | None = None) -> bool:
+    """As the Modal SDK looks them up: the env pair, else the active profile of ~/.modal.toml."""
+    env = os.environ if env is None else env
+    if env.get("MODAL_TOKEN_ID") and env.get("MODAL_TOKEN_SECRET"):
+        return True
+    path = Path(env.get("MODAL_CONFIG_PATH") or (home or Path.home()) / ".modal.toml")
+    try:
+        profiles = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+    name = env.get("MODAL_PROFILE") or next(
+        (k for k, v in profiles.items() if isinstance(v, dict) and v.get("active")), "default"
+    )
+    profile = profiles.get(name)
+    if not isinstance(profile, dict):
+        return False
+    return bool((env.get("MODAL_TOKEN_ID") or profile.get("token_id")) and (
+        env.get("MODAL_TOKEN_SECRET") or profile.get("token_secret")
+    ))
+
+
+def require_modal_credentials() -> None:
+    if not modal_credentials_present():
+        raise ModalCredentialsMissing(CREDENTIALS_HELP)
+
+
+# ---------------------------------------------------------------- providers
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Provider methods are synchronous; run one seam call to completion."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # called from inside a loop: use a fresh one
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _unknown(value: Any) -> bool:
+    return value is rpc.UNKNOWN or value == rpc.UNKNOWN
+
+
+def _without_provider(props: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in props.items() if k != "__provider"}
+
+
+class _ModalProvider(ResourceProvider):
+    """Holds no client: the real one is built inside each method (the provider is pickled)."""
+
+    def __init__(self, client: ModalClient | None = None) -> None:
+        super().__init__()
+        self._client = client
+
+    def client(self) -> ModalClient:
+        require_modal_credentials()
+        return self._client if self._client is not None else ModalSdkClient()
+
+
+class ModalSecretProvider(_ModalProvider):
+    """A named Modal Secret. Outputs: name, keys, version (bumped on each change) and values (secret)."""
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        client = self.client()
+        values = {str(k): str(v) for k, v in props["values"].items()}
+        _run(client.upsert_secret(props["name"], values))
+        return CreateResult(props["name"], {"name": props["name"], "values": values, "keys": sorted(values), "version": 1})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        replaces = ["name"] if olds.get("name") != news.get("name") else []
+        changed = bool(replaces) or _unknown(news.get("values")) or olds.get("values") != news.get("values")
+        return DiffResult(changes=changed, replaces=replaces, stables=["name"] if not replaces else [],
+                          delete_before_replace=True)  # fmt: skip
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        client = self.client()
+        values = {str(k): str(v) for k, v in news["values"].items()}
+        _run(client.upsert_secret(news["name"], values))
+        version = int(olds.get("version") or 0) + 1
+        return UpdateResult({"name": news["name"], "values": values, "keys": sorted(values), "version": version})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        client = self.client()
+        _run(client.delete_secret(props["name"]))
+
+
+# What makes a deployed app out of date.
+APP_TRIGGERS = ("app_name", "spec_hash", "source_hash", "secret_version")
+
+
+class ModalAppProvider(_ModalProvider):
+    """A deployed Modal app. id = the app's name; outputs add app_id and the web URLs."""
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        failures = []
+        if not _unknown(news.get("spec")):
+            try:
+                AppSpec.from_dict(news["spec"])
+            except (SpecError, TypeError, KeyError) as error:
+                failures.append(CheckFailure("spec", str(error)))
+        return CheckResult(news, failures)
+
+    def _deploy(self, props: dict[str, Any]) -> dict[str, Any]:
+        client = self.client()
+        spec = AppSpec.from_dict(props["spec"])
+        deployed = _run(client.deploy(spec))
+        entry = deployed.urls.get(spec.web_functions[0])
+        return {
+            **_without_provider(props),
+            "app_id": deployed.app_id,
+            "urls": dict(deployed.urls),
+            "url": entry,
+            "openai_base_url": f"{entry}/v1" if entry else None,
+        }
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        outs = self._deploy(props)
+        return CreateResult(props["app_name"], outs)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        changed = [k for k in APP_TRIGGERS if _unknown(news.get(k)) or olds.get(k) != news.get(k)]
+        replaces = ["app_name"] if "app_name" in changed else []
+        return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(self._deploy(news))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        client = self.client()
+        _run(client.stop(props["app_name"]))
+
+
+# ---------------------------------------------------------------- resources
+
+
+class ModalSecret(DynamicResource, module="modal", name="Secret"):
+    """The named Modal Secret the app's containers read their keys from."""
+
+    version: pulumi.Output[int]
+    keys: pulumi.Output[list[str]]
+
+    def __init__(self, name: str, secret_name: str, values: pulumi.Input[dict[str, str]],
+                 opts: pulumi.ResourceOptions | None = None, *, client: ModalClient | None = None) -> None:  # fmt: skip
+        opts = pulumi.ResourceOptions.merge(opts, secret_resource_options())
+        props = {"name": secret_name, "values": pulumi.Output.secret(values), "keys": None, "version": None}
+        super().__init__(ModalSecretProvider(client), name, props, opts)
+
+
+class ModalApp(DynamicResource, module="modal", name="App"):
+    """The deployed Modal app (`modal deploy`, `modal app stop` on delete)."""
+
+    app_id: pulumi.Output[str]
+    urls: pulumi.Output[dict[str, str]]
+    url: pulumi.Output[str]
+    openai_base_url: pulumi.Output[str]
+
+    def __init__(self, name: str, spec: AppSpec, app_source_hash: str, secret_version: pulumi.Input[int],
+                 opts: pulumi.ResourceOptions | None = None, *, client: ModalClient | None = None) -> None:  # fmt: skip
+        props = app_inputs(spec, app_source_hash, secret_version)
+        props.update({"app_id": None, "urls": None, "url": None, "openai_base_url": None})
+        super().__init__(ModalAppProvider(client), name, props, opts)
+
+
+def secret_resource_options() -> pulumi.ResourceOptions:
+    # Values are secret inputs already; this keeps them encrypted in the outputs of state too.
+    return pulumi.ResourceOptions(additional_secret_outputs=["values"])
+
+
+def app_inputs(spec: AppSpec, app_source_hash: str, secret_version: Any) -> dict[str, Any]:
+    return {
+        "app_name": spec.app_name,
+        "architecture": spec.architecture,
+        "spec": spec.to_dict(),
+        "spec_hash": spec.digest,
+        "source_hash": app_source_hash,
+        "secret_version": secret_version,
+    }
+
+
+def secret_env(values: Mapping[str, str | None]) -> dict[str, str]:
+    """Stack secrets → the Modal Secret's keys; unset ones are "" (the wrapper reads "" as unset)."""
+    env: dict[str, str] = {}
+    for key, names in SECRET_ENV.items():
+        for name in names:
+            env[name] = values.get(key) or ""
+    return env
+
+
+def app_name_for(config: StackConfig, stack: str) -> str:
+    return config.modal.app_name or f"vllm-deploy-{stack}"
+
+
+def app_spec(config: StackConfig, stack: str) -> AppSpec:
+    return AppSpec.from_config(config, app_name=app_name_for(config, stack), wrapper_requirements=wrapper_requirements())
+
+
+# --------------------------------------------------------------- component
+
+
+class ModalDeployment(pulumi.ComponentResource):
+    """A whole stack on Modal: the named secret, then the app deployed with it."""
+
+    def __init__(
+        self,
+        name: str,
+        config: StackConfig,
+        secret_values: Mapping[str, pulumi.Output[str] | None],
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        client: ModalClient | None = None,
+    ) -> None:
+        super().__init__("vllm-deploy:modal:Deployment", name, None, opts)
+        try:
+            self.spec = app_spec(config, pulumi.get_stack())
+        except SpecError as error:
+            raise pulumi.RunError(f"invalid Modal stack config\n{error}") from None
+        spec = self.spec
+
+        inputs = {k: v if v is not None else "" for k, v in secret_values.items()}
+        values = pulumi.Output.all(**inputs).apply(secret_env) if inputs else secret_env({})
+        self.secret = ModalSecret(
+            f"{name}-secret", config.modal.secret_name, values, pulumi.ResourceOptions(parent=self), client=client
+        )
+        self.app = ModalApp(
+            f"{name}-app",
+            spec,
+            source_hash(),
+            self.secret.version,
+            pulumi.ResourceOptions(parent=self, depends_on=[self.secret]),
+            client=client,
+        )
+        urls = self.app.urls
+        self.outputs: dict[str, Any] = {
+            "modal_app": spec.app_name,
+            "architecture": spec.architecture,
+            "app_url": self.app.url,
+            "openai_base_url": self.app.openai_base_url,
+            "vllm_url": urls.apply(lambda u: (u or {}).get("serve_vllm")),
+            "served_model": spec.served_model_name,
+            "gpu": spec.gpu,
+            "scale_to_zero_after_seconds": spec.scaledown_window or 0,
+            "modal_secret": config.modal.secret_name,
+            "logs_command": f"modal app logs {spec.app_name}",
+        }
+        self.register_outputs(self.outputs)
