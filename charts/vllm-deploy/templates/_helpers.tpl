@@ -105,6 +105,17 @@ Rolls the pods when what they read changes but their spec does not: the Secret t
 {{- if and .Values.secrets.create .Values.secrets.existingSecret -}}
 {{- fail "secrets.existingSecret: cannot be combined with secrets.create: true; either reference a Secret or let the chart create one" -}}
 {{- end -}}
+{{- range $key, $image := dict "vllm.image" .Values.vllm.image "wrapper.image" .Values.wrapper.image -}}
+{{- if hasSuffix ":latest" $image -}}
+{{- fail (printf "%s: %q is not pinned; give a version tag or a digest, never latest" $key $image) -}}
+{{- end -}}
+{{- end -}}
+{{- range .Values.vllm.extraArgs -}}
+{{- $flag := splitList "=" . | first -}}
+{{- if has $flag (list "--api-key" "--hf-token") -}}
+{{- fail (printf "vllm.extraArgs: %s must not be passed as an argument (it would show in `ps` and in the pod spec); set secrets.vllmApiKey / secrets.hfToken or the existing Secret instead" $flag) -}}
+{{- end -}}
+{{- end -}}
 {{- if lt (int .Values.wrapper.replicas.max) (int .Values.wrapper.replicas.min) -}}
 {{- fail (printf "wrapper.replicas.max: %d must be >= wrapper.replicas.min (%d)" (int .Values.wrapper.replicas.max) (int .Values.wrapper.replicas.min)) -}}
 {{- end -}}
