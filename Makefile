@@ -9,14 +9,15 @@ export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[wrapper,modal,dev]'
+	$(VENV)/bin/pip install -q -e '.[wrapper,modal,dev]' 2>&1 | grep -v '^WARNING: Location' || true
 	touch $@
 
 install: $(VENV)/.installed
 
-# Every test, including those against a real vLLM (CPU build, in its own venv).
+# Every test, including those against a real vLLM (CPU build) and checkov, each in its own venv.
 test: install
 	bash .ci/install-vllm
+	bash .ci/install-checkov
 	$(PY) -m pytest
 
 render: install
