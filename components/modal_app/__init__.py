@@ -51,7 +51,8 @@ def load_app(spec: AppSpec) -> ModuleType:
 
 def source_files(root: Path = REPO_ROOT) -> list[Path]:
     """The files whose change must redeploy the app: these modules and the wrapper package."""
-    files = [*sorted(_HERE.rglob("*.py")), *sorted((root / WRAPPER_PACKAGE).rglob("*.py"))]
+    here = root / _HERE.relative_to(REPO_ROOT)
+    files = [*sorted(here.rglob("*.py")), *sorted((root / WRAPPER_PACKAGE).rglob("*.py"))]
     return [f for f in files if "__pycache__" not in f.parts]
 
 
