@@ -226,6 +226,8 @@ def vllm_args(config: StackConfig) -> list[str]:
         args.append("--enable-prefix-caching" if v.enable_prefix_caching else "--no-enable-prefix-caching")
     if v.log_requests:
         args.append("--enable-log-requests")
+    # On SIGTERM vLLM finishes in-flight requests for this long (its default, 0, aborts them).
+    args += ["--shutdown-timeout", str(v.shutdown_timeout)]
     args += ["--uvicorn-log-level", v.log_level]
     return [*args, *v.extra_args]
 
