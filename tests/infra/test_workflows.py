@@ -40,3 +40,16 @@ def test_merges_to_main_deploy_dev_after_the_tests_pass() -> None:
 def test_ci_runs_the_same_script_as_a_developer() -> None:
     workflow = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())
     assert {"run": "bash .ci/run"} in workflow["jobs"]["test"]["steps"]
+
+
+def test_the_default_wrapper_image_is_the_one_the_release_workflow_publishes() -> None:
+    import tomllib
+
+    from components.config import WrapperConfig
+
+    version = tomllib.loads((WORKFLOWS.parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    workflow = yaml.safe_load((WORKFLOWS / "release.yml").read_text())
+    push = next(s for s in workflow["jobs"]["wrapper-image"]["steps"] if s.get("uses", "").startswith("docker/build-push"))
+    assert push["with"]["file"] == "wrapper/Dockerfile"
+    published = push["with"]["tags"].replace("${{ steps.version.outputs.version }}", version)
+    assert WrapperConfig().image == published
