@@ -67,6 +67,10 @@ from components.cost import cost_command  # noqa: E402  (logic in components/cos
 
 app.command("cost")(cost_command)
 
+from components.smoke import smoke_command  # noqa: E402  (logic in components/smoke.py)
+
+app.command("smoke")(smoke_command)
+
 
 @app.command()
 def values(

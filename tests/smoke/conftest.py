@@ -1,0 +1,139 @@
+"""A real wrapper (subprocess) in front of a real vLLM (CPU build, tiny model), both on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.vllm_fixture import real_vllm  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Wrapper:
+    url: str
+    port: int
+    key: str | None
+    proc: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_wrapper(base_url: str, vllm_key: str, model: str | None, key: str | None) -> Wrapper:
+    """`python -m wrapper` as it runs in its pod, configured through the VLLM_* environment."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
+    env.update(
+        VLLM_BASE_URL=base_url,
+        VLLM_API_KEY=vllm_key,
+        VLLM_WRAPPER_HOST="127.0.0.1",
+        VLLM_WRAPPER_PORT=str(port),
+        VLLM_MAX_RETRIES="0",
+        PYTHONUNBUFFERED="1",
+    )
+    if model:
+        env["VLLM_MODEL"] = model
+    if key:
+        env["VLLM_WRAPPER_API_KEY"] = key
+    log_path = Path(tempfile.mkstemp(prefix="smoke-wrapper-", suffix=".log")[1])
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wrapper"], cwd=tempfile.gettempdir(), env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    wrapper = Wrapper(f"http://127.0.0.1:{port}", port, key, proc, log_path)
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the wrapper exited with {proc.returncode}:\n{wrapper.log()}")
+        try:
+            if httpx.get(wrapper.url + "/health", timeout=2).status_code == 200:
+                return wrapper
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            wrapper.stop()
+            raise RuntimeError(f"the wrapper did not answer /health in 60 s:\n{wrapper.log()}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def wrapper(real_vllm) -> Iterator[Wrapper]:  # noqa: F811
+    """The wrapper with a key, in front of the real vLLM; the model is found from vLLM (no VLLM_MODEL)."""
+    running = start_wrapper(real_vllm.base_url, real_vllm.api_key, None, f"wk-{secrets.token_urlsafe(16)}")
+    yield running
+    running.stop()
+
+
+STACK = """
+    # The stack the smoke tests check: the local CPU shape, with a tiny served model.
+    config:
+      vllm-deploy:target: kubernetes
+      vllm-deploy:model:
+        id: local/tiny-llama
+        servedName: tiny
+        gated: false
+      vllm-deploy:gpu:
+        type: none
+      vllm-deploy:vllm:
+        image: public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v0.32.0
+      vllm-deploy:wrapper:
+        port: 8001
+        wakeTimeout: 30
+      vllm-deploy:kubernetes:
+        namespace: smoke-ns
+        releaseName: smoke
+        context: ctx-from-stack
+"""
+
+
+@pytest.fixture()
+def stacks_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "stacks"
+    directory.mkdir()
+    (directory / "Pulumi.smoke.yaml").write_text(textwrap.dedent(STACK))
+    keyed = textwrap.dedent(STACK) + "  vllm-deploy:wrapperApiKey:\n    secure: v1:ciphertext-pulumi-decrypts\n"
+    (directory / "Pulumi.keyed.yaml").write_text(keyed)
+    return directory
+
+
+@pytest.fixture()
+def fake_bin(tmp_path: Path) -> Path:
+    """A PATH directory with the stand-in `kubectl` (the TCP forwarder of forwarder.py)."""
+    directory = tmp_path / "bin"
+    directory.mkdir()
+    kubectl = directory / "kubectl"
+    kubectl.write_text(f"#!/bin/sh\nexec {sys.executable} {HERE / 'forwarder.py'} \"$@\"\n")
+    kubectl.chmod(0o755)
+    return directory
