@@ -160,8 +160,9 @@ class AppSpec:
                     "port", "wrapper_min_containers", "wrapper_max_concurrent_inputs"):  # fmt: skip
             if key in values:
                 values[key] = int(values[key])  # Pulumi state hands numbers back as floats
-        for key in ("scaledown_window", "max_containers"):
-            if values.get(key) is not None:
+        for key in ("scaledown_window", "max_containers"):  # Pulumi drops None values from maps
+            values.setdefault(key, None)
+            if values[key] is not None:
                 values[key] = int(values[key])
         return cls(**values)
 
