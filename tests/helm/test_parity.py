@@ -28,16 +28,26 @@ def cli_values(stack: str, *flags: str) -> dict:
     return yaml.safe_load(result.stdout)
 
 
+def cli_render(stack: str) -> list[dict]:
+    result = CliRunner().invoke(app, ["render", stack])
+    assert result.exit_code == 0, result.output
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
 def test_there_are_kubernetes_stacks():
     assert {"local", "dev", "prod"} <= set(KUBERNETES_STACKS)
 
 
 @pytest.mark.parametrize("stack", KUBERNETES_STACKS)
 def test_chart_with_placeholder_secret_equals_pulumi(chart, stack):
-    """--secret-placeholders: the chart creates the Secret, so every object is compared."""
+    """--secret-placeholders: the chart creates the Secret, so every object is compared.
+
+    `helm template` of `vllm-deploy values STACK` against `vllm-deploy render STACK`.
+    """
     config = load_stack(stack)
     rendered = normalise(render_stack(chart, cli_values(stack, "--secret-placeholders"), config))
-    pulumi = normalise(manifests.build(config).all())
+    pulumi = normalise(cli_render(stack))
+    assert pulumi == normalise(manifests.build(config).all())
     assert [identity(o) for o in rendered] == [identity(o) for o in pulumi]
     assert differences(rendered, pulumi) == []
 
