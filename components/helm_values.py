@@ -27,9 +27,6 @@ from components.manifests import REDACTED
 
 SecretsMode = Literal["existing", "placeholders"]
 CHART_PATH = "charts/vllm-deploy"
-# Stack config keys the chart has no use for: where Pulumi deploys (Helm takes --kube-context),
-# and the Modal and cost sections of other targets.
-NOT_FOR_HELM = ("kubernetes.context", "target", "modal", "cost")
 
 
 def _dump(section: Any) -> dict[str, Any]:
@@ -53,6 +50,8 @@ def helm_values(config: StackConfig, secrets: SecretsMode = "existing") -> dict[
     }
     wrapper = _dump(config.wrapper) | {"defaultTemperature": _g(config.wrapper.default_temperature)}
     kubernetes = _dump(config.kubernetes)
+    # Left out, as are `target` and the `modal` and `cost` sections: where Pulumi deploys
+    # (Helm takes --kube-context).
     kubernetes.pop("context", None)
     kubernetes["cache"] = kubernetes.get("cache", {}) | {"size": manifests.cache_size(config)}
     if secrets == "existing":
