@@ -161,6 +161,15 @@ def _unknown(value: Any) -> bool:
     return value is rpc.UNKNOWN or value == rpc.UNKNOWN
 
 
+def _reveal(value: Any) -> Any:
+    """Secret inputs reach a dynamic provider wrapped (`{sig: secret, value: …}`)."""
+    return rpc.unwrap_rpc_secret(value) if rpc.is_rpc_secret(value) else value
+
+
+def _secret_values(props: Mapping[str, Any]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in _reveal(props["values"]).items()}
+
+
 def _without_provider(props: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in props.items() if k != "__provider"}
 
@@ -180,24 +189,29 @@ class _ModalProvider(ResourceProvider):
 class ModalSecretProvider(_ModalProvider):
     """A named Modal Secret. Outputs: name, keys, version (bumped on each change) and values (secret)."""
 
+    @staticmethod
+    def _outs(name: str, values: dict[str, str], version: int) -> dict[str, Any]:
+        # Returned wrapped as a secret: the engine stores the values encrypted, never in plain state.
+        return {"name": name, "values": rpc.wrap_rpc_secret(values), "keys": sorted(values), "version": version}
+
     def create(self, props: dict[str, Any]) -> CreateResult:
         client = self.client()
-        values = {str(k): str(v) for k, v in props["values"].items()}
+        values = _secret_values(props)
         _run(client.upsert_secret(props["name"], values))
-        return CreateResult(props["name"], {"name": props["name"], "values": values, "keys": sorted(values), "version": 1})
+        return CreateResult(props["name"], self._outs(props["name"], values, 1))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = ["name"] if olds.get("name") != news.get("name") else []
-        changed = bool(replaces) or _unknown(news.get("values")) or olds.get("values") != news.get("values")
+        new_values = _reveal(news.get("values"))
+        changed = bool(replaces) or _unknown(new_values) or _reveal(olds.get("values")) != new_values
         return DiffResult(changes=changed, replaces=replaces, stables=["name"] if not replaces else [],
                           delete_before_replace=True)  # fmt: skip
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         client = self.client()
-        values = {str(k): str(v) for k, v in news["values"].items()}
+        values = _secret_values(news)
         _run(client.upsert_secret(news["name"], values))
-        version = int(olds.get("version") or 0) + 1
-        return UpdateResult({"name": news["name"], "values": values, "keys": sorted(values), "version": version})
+        return UpdateResult(self._outs(news["name"], values, int(olds.get("version") or 0) + 1))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         client = self.client()

@@ -38,11 +38,11 @@ class ProviderMocks(RecordingMocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         name, state = super().new_resource(args)
-        plain = {k: rpc.unwrap_rpc_secret(v) if rpc.is_rpc_secret(v) else v for k, v in args.inputs.items()}
+        inputs = dict(args.inputs)  # secret inputs stay wrapped, as the engine sends them
         if args.typ == SECRET_TYPE:
-            result = ModalSecretProvider(self.fake).create(plain)
+            result = ModalSecretProvider(self.fake).create(inputs)
         elif args.typ == APP_TYPE:
-            result = ModalAppProvider(self.fake).create(plain)
+            result = ModalAppProvider(self.fake).create(inputs)
         else:
             return name, state
         return result.id, result.outs

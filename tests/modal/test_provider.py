@@ -8,6 +8,7 @@ import time
 
 import modal
 import pytest
+from pulumi.runtime import rpc
 
 from components.modal_app import source_hash
 from components.modal_target import (
@@ -26,7 +27,8 @@ from tests.modal.fake_modal import RecordingModalClient
 
 
 def _secret_props(name: str = "vllm-secrets", **overrides: str) -> dict:
-    return {"name": name, "values": secret_env({**SECRET_VALUES, **overrides})}
+    # As the engine hands a secret input to a dynamic provider: wrapped.
+    return {"name": name, "values": rpc.wrap_rpc_secret(secret_env({**SECRET_VALUES, **overrides}))}
 
 
 def _app_props(stack: str = "modal-dev", secret_version: int = 1, **changes) -> dict:
@@ -56,6 +58,9 @@ def test_secret_create_update_delete(modal_token):
     assert fake.calls[-1][1]["values"]["HUGGING_FACE_HUB_TOKEN"] == SECRET_VALUES["hfToken"]
     olds = created.outs
     assert olds["version"] == 1 and olds["keys"] == sorted(secret_env(SECRET_VALUES))
+    assert rpc.is_rpc_secret(olds["values"])  # stored as a secret output
+    # State hands old outputs back as they were stored: wrapped or not, the same values are no change.
+    assert provider.diff("vllm-secrets", {**olds, "values": rpc.unwrap_rpc_secret(olds["values"])}, _secret_props()).changes is False
 
     assert provider.diff("vllm-secrets", olds, _secret_props()).changes is False
     rotated = _secret_props(vllmApiKey="vllm-SECRET-rotated")
