@@ -11,6 +11,7 @@ The formula (all prices per hour, a month is ``DAYS_PER_MONTH`` = 30 days, as in
     tail          = idleTimeout + node_release + cold_start          (seconds, per wake)
     gpu_h/day     = min(24, active_h/day + wakes/day × tail / 3600)
     scale_to_zero = wrapper/h × 24 × 30 + deployment/h × gpu_h/day × 30
+                    (on Modal, containers kept warm by modal.minContainers count 24 h/day)
 
     saving        = 1 − scale_to_zero / always_on
     break-even    = the least active_h/day at which gpu_h/day reaches 24: from there on the
@@ -97,9 +98,12 @@ def scale_to_zero_monthly(
     wakes_per_day: float = 0,
     tail_seconds: float = 0,
     days: float = DAYS_PER_MONTH,
+    warm_fraction: float = 0.0,
 ) -> float:
+    """`warm_fraction`: the share of the deployment kept warm all day (Modal's minContainers)."""
     billed = gpu_hours_per_day(active_hours, wakes_per_day, tail_seconds)
-    return wrapper_per_hour * HOURS_PER_DAY * days + deployment_per_hour * billed * days
+    gpu_hours = warm_fraction * HOURS_PER_DAY + (1 - warm_fraction) * billed
+    return wrapper_per_hour * HOURS_PER_DAY * days + deployment_per_hour * gpu_hours * days
 
 
 def saving(scaled: float, always_on: float) -> float:
@@ -307,6 +311,14 @@ def estimate(
             )
     if node_release is None:
         node_release = DEFAULT_NODE_RELEASE_SECONDS.get(config.target, 0)
+    warm_fraction = 0.0
+    if config.target == "modal" and config.modal.min_containers:
+        warm = min(config.modal.min_containers, replicas)
+        warm_fraction = warm / replicas
+        notes.append(
+            f"modal.minContainers {config.modal.min_containers} keeps {warm} of {replicas} GPU container(s) warm: "
+            "billed all day in the scale-to-zero column too"
+        )
     if wakes_per_day == 0:
         notes.append("wakes per day 0: active hours count as the GPU's billed hours (the seed's arithmetic)")
 
@@ -316,7 +328,7 @@ def estimate(
     rows = []
     for active in hours:
         wakes = default_wakes(active) if wakes_per_day is None else wakes_per_day
-        scaled = scale_to_zero_monthly(per_hour, wrapper.hourly, active, wakes, tail, days)
+        scaled = scale_to_zero_monthly(per_hour, wrapper.hourly, active, wakes, tail, days, warm_fraction)
         rows.append(Row(active, wakes, gpu_hours_per_day(active, wakes, tail), scaled, on, saving(scaled, on)))
 
     return Estimate(
@@ -340,7 +352,7 @@ def estimate(
         wakes_per_day=wakes_per_day,
         days_per_month=days,
         always_on_monthly=on,
-        break_even_active_hours_per_day=break_even_hours(tail, wakes_per_day),
+        break_even_active_hours_per_day=0.0 if warm_fraction >= 1 else break_even_hours(tail, wakes_per_day),
         rows=rows,
         notes=notes,
     )

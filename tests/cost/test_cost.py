@@ -83,6 +83,12 @@ def test_break_even() -> None:
     assert cost.break_even_hours(86400) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_warm_containers_are_billed_all_day() -> None:
+    # Half the deployment warm: 0.5 × 24 + 0.5 × 2 = 13 GPU h/day at $2/h → $780/month.
+    assert cost.scale_to_zero_monthly(2.0, 0.0, 2, 0, 0, warm_fraction=0.5) == pytest.approx(780.0)
+    assert cost.scale_to_zero_monthly(2.0, 0.1, 2, 2, 600, warm_fraction=1) == pytest.approx(cost.always_on_monthly(2.0, 0.1))
+
+
 def test_gpu_count_and_replicas_multiply() -> None:
     assert cost.deployment_hourly(3.0, 2, 2) == 12.0
 
@@ -208,6 +214,16 @@ def test_command_default_table_price(tmp_path: Path) -> None:
         app, ["cost", "seedlike", "--stacks-dir", str(_stacks(tmp_path)), "--json", "--provider", "modal-seed"]
     )
     assert json.loads(seed.output)["gpu_hourly"] == 3.12
+
+
+def test_modal_min_containers_stay_billed(tmp_path: Path) -> None:
+    stacks = _stacks(tmp_path)
+    text = (stacks / "Pulumi.seedlike.yaml").read_text() + "  vllm-deploy:modal: {minContainers: 1}\n"
+    (stacks / "Pulumi.warm.yaml").write_text(text)
+    result = runner.invoke(app, ["cost", "warm", "--stacks-dir", str(stacks), "--json", "--hours", "2"])
+    data = json.loads(result.output)
+    assert data["rows"][0]["saving"] == 0 and data["break_even_active_hours_per_day"] == 0
+    assert any("minContainers" in note for note in data["notes"])
 
 
 @pytest.mark.parametrize(
