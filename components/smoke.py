@@ -175,9 +175,17 @@ class Smoke:
         started = time.monotonic()
         self.progress(f"vLLM is {_vllm_state(state)}: waking it (up to {self.wake_timeout:g} s)")
 
-        def nudge() -> None:  # the wrapper wakes vLLM on a request; its answer does not matter
+        def nudge() -> None:
+            # The wrapper wakes vLLM on the first request that needs it (a one-token chat, as a
+            # client would send); it may hold that request until vLLM is ready or answer 503.
+            # Its answer does not matter: /health says when vLLM is available.
             try:
-                httpx.get(f"{self.url}/v1/models", headers=self._headers(), timeout=self.wake_timeout)
+                httpx.post(
+                    f"{self.url}/v1/chat/completions",
+                    headers=self._headers(),
+                    json=self._chat_body(max_tokens=1),
+                    timeout=self.wake_timeout,
+                )
             except httpx.HTTPError:
                 pass
 
@@ -347,7 +355,7 @@ def wrapper_key(stack: str | None, *, stack_declares_key: bool, cwd: Path | None
     value = os.environ.get(KEY_ENV, "").strip()
     if value:
         return value, "env"
-    if stack and shutil.which("pulumi"):
+    if stack_declares_key and stack and shutil.which("pulumi"):
         (progress or (lambda message: None))(f"reading the stack's wrapperApiKey with `pulumi config get` ({stack})")
         try:
             result = subprocess.run(
@@ -355,17 +363,14 @@ def wrapper_key(stack: str | None, *, stack_declares_key: bool, cwd: Path | None
                 capture_output=True, text=True, timeout=60, cwd=cwd, stdin=subprocess.DEVNULL,
             )
         except (OSError, subprocess.TimeoutExpired) as error:
-            if stack_declares_key:
-                raise SmokeError(f"`pulumi config get wrapperApiKey` failed ({type(error).__name__}); set {KEY_ENV}") from None
-            return None, "none"
+            raise SmokeError(f"`pulumi config get wrapperApiKey` failed ({type(error).__name__}); set {KEY_ENV}") from None
         if result.returncode == 0 and result.stdout.strip():
             return result.stdout.strip(), "pulumi"
-        if stack_declares_key:
-            # pulumi's stderr names the key, never its value.
-            raise SmokeError(
-                f"the stack sets wrapperApiKey but `pulumi config get wrapperApiKey --stack {stack}` failed: "
-                f"{result.stderr.strip()[:300] or f'exit {result.returncode}'}; set {KEY_ENV} instead"
-            )
+        # pulumi's stderr names the key, never its value.
+        raise SmokeError(
+            f"the stack sets wrapperApiKey but `pulumi config get wrapperApiKey --stack {stack}` failed: "
+            f"{result.stderr.strip()[:300] or f'exit {result.returncode}'}; set {KEY_ENV} instead"
+        )
     elif stack_declares_key:
         raise SmokeError(
             f"the stack sets wrapperApiKey but {KEY_ENV} is not set and the pulumi CLI is not installed to read it"
