@@ -1,0 +1,139 @@
+"""The autoscale wrapper as Modal runs it: the ASGI app `serve_wrapper` returns, streaming end to end.
+
+`build_wrapper_app` is what the Modal wrapper container calls at start (with the GPU
+function's URL); here the GPU side is a small fake vLLM that streams slowly over real HTTP,
+and the app is served by uvicorn. Modal's own HTTPS proxy in between is not reproducible
+here (see components/modal_app/README.md for checking it on a real deploy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from components.modal_app.wrapper_asgi import build_wrapper_app
+from tests.modal.conftest import SECRET_VALUES
+
+PIECES = ["Hel", "lo", ",\n", "wor", "ld"]
+GAP = 0.3
+VLLM_KEY = SECRET_VALUES["vllmApiKey"]
+WRAPPER_KEY = SECRET_VALUES["wrapperApiKey"]
+
+
+def fake_vllm(model: str) -> Starlette:
+    async def health(request: Request) -> Response:
+        return Response(status_code=200)
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": model, "object": "model"}]})
+
+    async def chat(request: Request) -> Response:
+        if request.headers.get("authorization") != f"Bearer {VLLM_KEY}":
+            return JSONResponse({"error": {"message": "Unauthorized"}}, status_code=401)
+        body = await request.json()
+
+        async def events():
+            for i, piece in enumerate(PIECES):
+                chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": body["model"],
+                         "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}  # fmt: skip
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+                await asyncio.sleep(GAP)
+            last = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": body["model"],
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}  # fmt: skip
+            yield f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n".encode()
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/health", health), Route("/v1/models", models),
+                             Route("/v1/chat/completions", chat, methods=["POST"])])  # fmt: skip
+
+
+class Served:
+    def __init__(self, app) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", loop="asyncio")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
+            time.sleep(0.02)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def modal_wrapper(dev, monkeypatch) -> Iterator[tuple[str, object]]:
+    spec, _ = dev
+    # The container's environment: the Modal secret's keys, the function env, then what the build sets.
+    for key, value in {"VLLM_API_KEY": VLLM_KEY, "VLLM_WRAPPER_API_KEY": WRAPPER_KEY, **spec.wrapper_env}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("VLLM_BASE_URL", "http://unset.invalid/v1")  # restored after the test
+    upstream = Served(fake_vllm(spec.served_model_name))
+    wrapper = None
+    try:
+        app = build_wrapper_app(spec, vllm_url=upstream.url)
+        wrapper = Served(app)
+        yield wrapper.url, spec
+    finally:
+        if wrapper:
+            wrapper.stop()
+        upstream.stop()
+
+
+def test_streamed_chat_arrives_piece_by_piece_through_the_modal_wrapper_app(modal_wrapper):
+    url, _ = modal_wrapper
+    arrivals: list[tuple[float, str]] = []
+    started = time.monotonic()
+    body = {"model": "llama-3.1-8b-instruct", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    headers = {"Authorization": f"Bearer {WRAPPER_KEY}"}
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=headers, timeout=30) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                arrivals.append((time.monotonic() - started, line[6:]))
+    assert arrivals[-1][1] == "[DONE]"
+    text = "".join(
+        choice["delta"].get("content") or ""
+        for _, data in arrivals[:-1]
+        for choice in json.loads(data)["choices"]
+    )
+    assert text == "".join(PIECES)
+    # Streamed, not buffered: the first piece came long before the last one was produced.
+    first, last = arrivals[0][0], arrivals[-1][0]
+    assert last - first >= GAP * (len(PIECES) - 1) * 0.8
+
+
+def test_wrapper_key_is_enforced_and_the_old_service_info_answers(modal_wrapper):
+    url, spec = modal_wrapper
+    body = {"model": "llama-3.1-8b-instruct", "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10).status_code == 401
+    info = httpx.get(f"{url}/", headers={"Authorization": f"Bearer {WRAPPER_KEY}"}, timeout=10).json()
+    assert info["architecture"] == {
+        "wrapper": "Always-on (no GPU)",
+        "vllm": "Auto-scale to zero (with GPU)",
+        "scaledown_window": "2 minutes",
+    }
+    assert info["service"] == "vllm-autoscale" and info["model"] == "llama-3.1-8b-instruct" and info["version"]
