@@ -39,4 +39,7 @@ def serve_vllm() -> None:
 def serve_wrapper():
     from components.modal_app.wrapper_asgi import build_wrapper_app
 
-    return build_wrapper_app(spec, vllm_url=serve_vllm.get_web_url())
+    async def gpu_runners() -> int:
+        return (await serve_vllm.get_current_stats.aio()).num_total_runners
+
+    return build_wrapper_app(spec, vllm_url=serve_vllm.get_web_url(), gpu_runners=gpu_runners)

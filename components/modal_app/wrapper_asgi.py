@@ -6,8 +6,11 @@ name (`WRAPPER_FACTORY`) when the container starts, from the source the image sh
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import inspect
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from components.modal_app import WRAPPER_FACTORY, WRAPPER_PACKAGE
@@ -33,7 +36,11 @@ def service_info(spec: AppSpec, version: str) -> dict[str, Any]:
     }
 
 
-def build_wrapper_app(spec: AppSpec, vllm_url: str | None) -> Any:
+# How many GPU containers run now (Modal's live stats); None when it cannot be told.
+GpuRunners = Callable[[], Awaitable[int | None]]
+
+
+def build_wrapper_app(spec: AppSpec, vllm_url: str | None, gpu_runners: GpuRunners | None = None) -> Any:
     if not vllm_url:
         raise RuntimeError("the GPU function serve_vllm has no web URL; was the app deployed?")
     os.environ.update(wrapper_environment(spec, vllm_url))
@@ -46,6 +53,57 @@ def build_wrapper_app(spec: AppSpec, vllm_url: str | None) -> Any:
         return service_info(spec, version)
 
     # The wrapper's own `/` describes a generic gateway; this deployment answers the old shape.
-    app.add_api_route("/", info, methods=["GET"], tags=["service"], summary="Service information")
-    app.router.routes.insert(0, app.router.routes.pop())
+    _override(app, "/", info, "Service information")
+    wrapper_health = _endpoint(app.router.routes, "/health")
+    if gpu_runners is not None and wrapper_health is not None:
+        health = _health_without_waking(spec, wrapper_health, gpu_runners)
+        _override(app, "/health", health, "Wrapper and model-server health")
     return app
+
+
+def _endpoint(routes: list[Any], path: str) -> Callable[[], Awaitable[Any]] | None:
+    """The wrapper's own endpoint for `path`, looking into included routers."""
+    for route in routes:
+        if getattr(route, "path", None) == path and hasattr(route, "endpoint"):
+            return route.endpoint
+        inner = getattr(route, "routes", None) or getattr(getattr(route, "original_router", None), "routes", None)
+        if inner and (found := _endpoint(inner, path)):
+            return found
+    return None
+
+
+def _override(app: Any, path: str, endpoint: Callable[[], Awaitable[Any]], summary: str) -> None:
+    app.add_api_route(path, endpoint, methods=["GET"], tags=["service"], summary=summary)
+    app.router.routes.insert(0, app.router.routes.pop())  # ahead of the wrapper's own route
+
+
+def _health_without_waking(
+    spec: AppSpec, wrapper_health: Callable[..., Awaitable[Any]], gpu_runners: GpuRunners
+) -> Callable[..., Awaitable[Any]]:
+    """Probing vLLM through Modal would start a GPU container: a monitor polling /health would
+    keep the GPU up for ever. While no GPU container runs, answer without probing, in the
+    shape the wrapper itself uses when its scaler says `scaled_to_zero`."""
+    from starlette.requests import Request
+
+    takes_request = bool(inspect.signature(wrapper_health).parameters)
+
+    async def health(request: Request) -> Any:
+        try:
+            runners = await asyncio.wait_for(gpu_runners(), timeout=3)
+        except Exception:  # stats unavailable: fall back to the wrapper's own probe
+            runners = None
+        if runners == 0:
+            return {
+                "status": "degraded",
+                "vllm_available": False,
+                "model": spec.served_model_name,
+                "base_url": os.environ.get("VLLM_BASE_URL"),
+                "wrapper_status": "healthy",
+                "vllm_status": "unavailable",
+                "scale_state": "scaled_to_zero",
+                "idle_timeout": spec.scaledown_window,
+            }
+        return await (wrapper_health(request) if takes_request else wrapper_health())
+
+    health.__annotations__ = {"request": Request}  # resolved for FastAPI (starlette is imported lazily)
+    return health

@@ -32,8 +32,9 @@ VLLM_KEY = SECRET_VALUES["vllmApiKey"]
 WRAPPER_KEY = SECRET_VALUES["wrapperApiKey"]
 
 
-def fake_vllm(model: str) -> Starlette:
+def fake_vllm(model: str, health_hits: list[float]) -> Starlette:
     async def health(request: Request) -> Response:
+        health_hits.append(time.monotonic())
         return Response(status_code=200)
 
     async def models(request: Request) -> Response:
@@ -83,19 +84,34 @@ class Served:
         self.thread.join(timeout=10)
 
 
+class Deployment:
+    """The wrapper app as Modal starts it, in front of a fake GPU side."""
+
+    def __init__(self, url: str, spec) -> None:
+        self.url = url
+        self.spec = spec
+        self.health_hits: list[float] = []
+        self.gpu_containers: int | None = 1
+
+    async def gpu_runners(self) -> int | None:  # stands in for serve_vllm.get_current_stats()
+        return self.gpu_containers
+
+
 @pytest.fixture
-def modal_wrapper(dev, monkeypatch) -> Iterator[tuple[str, object]]:
+def modal_wrapper(dev, monkeypatch) -> Iterator[Deployment]:
     spec, _ = dev
     # The container's environment: the Modal secret's keys, the function env, then what the build sets.
     for key, value in {"VLLM_API_KEY": VLLM_KEY, "VLLM_WRAPPER_API_KEY": WRAPPER_KEY, **spec.wrapper_env}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("VLLM_BASE_URL", "http://unset.invalid/v1")  # restored after the test
-    upstream = Served(fake_vllm(spec.served_model_name))
+    deployment = Deployment("", spec)
+    upstream = Served(fake_vllm(spec.served_model_name, deployment.health_hits))
     wrapper = None
     try:
-        app = build_wrapper_app(spec, vllm_url=upstream.url)
+        app = build_wrapper_app(spec, vllm_url=upstream.url, gpu_runners=deployment.gpu_runners)
         wrapper = Served(app)
-        yield wrapper.url, spec
+        deployment.url = wrapper.url
+        yield deployment
     finally:
         if wrapper:
             wrapper.stop()
@@ -103,7 +119,7 @@ def modal_wrapper(dev, monkeypatch) -> Iterator[tuple[str, object]]:
 
 
 def test_streamed_chat_arrives_piece_by_piece_through_the_modal_wrapper_app(modal_wrapper):
-    url, _ = modal_wrapper
+    url = modal_wrapper.url
     arrivals: list[tuple[float, str]] = []
     started = time.monotonic()
     body = {"model": "llama-3.1-8b-instruct", "messages": [{"role": "user", "content": "hi"}], "stream": True}
@@ -127,7 +143,7 @@ def test_streamed_chat_arrives_piece_by_piece_through_the_modal_wrapper_app(moda
 
 
 def test_wrapper_key_is_enforced_and_the_old_service_info_answers(modal_wrapper):
-    url, spec = modal_wrapper
+    url = modal_wrapper.url
     body = {"model": "llama-3.1-8b-instruct", "messages": [{"role": "user", "content": "hi"}]}
     assert httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10).status_code == 401
     info = httpx.get(f"{url}/", headers={"Authorization": f"Bearer {WRAPPER_KEY}"}, timeout=10).json()
@@ -137,3 +153,16 @@ def test_wrapper_key_is_enforced_and_the_old_service_info_answers(modal_wrapper)
         "scaledown_window": "2 minutes",
     }
     assert info["service"] == "vllm-autoscale" and info["model"] == "llama-3.1-8b-instruct" and info["version"]
+
+
+def test_health_does_not_wake_a_scaled_to_zero_gpu(modal_wrapper):
+    auth = {"Authorization": f"Bearer {WRAPPER_KEY}"}
+    modal_wrapper.gpu_containers = 0
+    asleep = httpx.get(f"{modal_wrapper.url}/health", headers=auth, timeout=10).json()
+    assert asleep["wrapper_status"] == "healthy" and asleep["scale_state"] == "scaled_to_zero"
+    assert asleep["vllm_available"] is False and asleep["idle_timeout"] == 120
+    assert modal_wrapper.health_hits == []  # vLLM was not probed, so Modal started no GPU container
+    modal_wrapper.gpu_containers = 1
+    awake = httpx.get(f"{modal_wrapper.url}/health", headers=auth, timeout=10).json()
+    assert awake["vllm_available"] is True and awake["vllm_status"] == "available"
+    assert len(modal_wrapper.health_hits) == 1
