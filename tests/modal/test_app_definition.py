@@ -222,3 +222,17 @@ def test_source_hash_covers_modal_app_and_wrapper_files(tmp_path):
     assert "wrapper/streaming.py" in relative and "components/modal_app/autoscale.py" in relative
     (root / "wrapper" / "streaming.py").write_text("# changed\n")
     assert source_hash(root) != source_hash()
+
+
+def test_components_never_import_the_wrapper_package():
+    """The wrapper is shipped as source and imported by name inside its Modal container only."""
+    import ast
+
+    for path in (REPO_ROOT / "components").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            assert not any(n == "wrapper" or n.startswith("wrapper.") for n in names), path
