@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from components.modal_app import AppSpec, load_app
@@ -11,6 +13,7 @@ MODAL_STACKS = ("modal-dev", "modal-prod")
 SECRET_VALUES = {"hfToken": "hf_SECRET_hub_token_123", "vllmApiKey": "vllm-SECRET-key-456", "wrapperApiKey": "wrap-SECRET-key-789"}
 
 
+@functools.lru_cache(maxsize=None)
 def spec_for(stack: str) -> AppSpec:
     return app_spec(load_stack(stack), stack)
 
@@ -31,13 +34,15 @@ def modal_token(monkeypatch):
     monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-test")
 
 
-@pytest.fixture(scope="module")
+# Function-scoped: load_app re-executes the module in place, so a module loaded for another
+# spec in an earlier test must not leak into this one.
+@pytest.fixture
 def dev():
     spec = spec_for("modal-dev")
     return spec, load_app(spec)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def prod():
     spec = spec_for("modal-prod")
     return spec, load_app(spec)

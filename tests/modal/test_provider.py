@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 
@@ -31,8 +32,13 @@ def _secret_props(name: str = "vllm-secrets", **overrides: str) -> dict:
     return {"name": name, "values": rpc.wrap_rpc_secret(secret_env({**SECRET_VALUES, **overrides}))}
 
 
+@functools.lru_cache(maxsize=None)
+def _source_hash() -> str:
+    return source_hash()
+
+
 def _app_props(stack: str = "modal-dev", secret_version: int = 1, **changes) -> dict:
-    props = app_inputs(spec_for(stack), source_hash(), secret_version)
+    props = app_inputs(spec_for(stack), _source_hash(), secret_version)
     props.update(changes)
     return {"__provider": "<pickled provider>", **props}
 
