@@ -205,7 +205,7 @@ class ModalSecretProvider(_ModalProvider):
         new_values = _reveal(news.get("values"))
         changed = bool(replaces) or _unknown(new_values) or _reveal(olds.get("values")) != new_values
         return DiffResult(changes=changed, replaces=replaces, stables=["name"] if not replaces else [],
-                          delete_before_replace=True)  # fmt: skip
+                          delete_before_replace=False)  # fmt: skip
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         client = self.client()
@@ -343,12 +343,15 @@ class ModalDeployment(pulumi.ComponentResource):
         *,
         client: ModalClient | None = None,
     ) -> None:
-        super().__init__("vllm-deploy:modal:Deployment", name, None, opts)
         try:
-            self.spec = app_spec(config, pulumi.get_stack())
+            spec = app_spec(config, pulumi.get_stack())
         except SpecError as error:
             raise pulumi.RunError(f"invalid Modal stack config\n{error}") from None
-        spec = self.spec
+        if not pulumi.runtime.is_dry_run() and client is None and not modal_credentials_present():
+            # Before any resource is registered; the providers check again (destroy runs without this).
+            raise pulumi.RunError(CREDENTIALS_HELP)
+        super().__init__("vllm-deploy:modal:Deployment", name, None, opts)
+        self.spec = spec
 
         inputs = {k: v if v is not None else "" for k, v in secret_values.items()}
         values = pulumi.Output.all(**inputs).apply(secret_env) if inputs else secret_env({})

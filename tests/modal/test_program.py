@@ -76,7 +76,10 @@ def _up(stack: str, fake: RecordingModalClient) -> dict:
 
 @pytest.fixture(scope="module", params=MODAL_STACKS)
 def stack(request) -> tuple[str, list[Declared]]:
-    return request.param, run_program(request.param, secrets=SECRET_VALUES)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MODAL_TOKEN_ID", "ak-test")
+        env.setenv("MODAL_TOKEN_SECRET", "as-test")
+        return request.param, run_program(request.param, secrets=SECRET_VALUES)
 
 
 def test_the_shipped_modal_stacks_are_modal_dev_and_prod():
@@ -149,3 +152,20 @@ def test_a_spec_modal_would_refuse_is_a_clear_program_error():
     image = "vllm/vllm-openai@sha256:" + "a" * 64
     with pytest.raises(Exception, match="modal.vllmVersion"):
         run_program("modal-prod", secrets=SECRET_VALUES, overrides={"vllm": {"image": image}})
+
+
+def test_up_without_a_modal_token_stops_before_any_resource(no_modal_token):
+    with pytest.raises(pulumi.RunError, match="no Modal token") as error:
+        run_program("modal-dev", secrets=SECRET_VALUES)
+    assert "modal token new" in str(error.value)
+
+
+def test_preview_needs_no_modal_token(no_modal_token):
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack="modal-dev", preview=True)
+    pulumi.runtime.set_all_config(
+        config_for_pulumi(read_raw("modal-dev"), SECRET_VALUES), secret_keys=[f"{PROJECT}:{k}" for k in SECRET_VALUES]
+    )
+    pulumi.runtime.test(program.main)()
+    assert [d.typ for d in mocks.declared][1:] == [SECRET_TYPE, APP_TYPE]
