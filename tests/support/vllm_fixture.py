@@ -12,7 +12,8 @@ Use them from a suite's own conftest.py:
 ``slow_vllm``: the ``slow`` model (hidden 1024, 8 layers; ~27 ms a token) for
 cancellation and timeout tests.
 
-Each is started once per test session, on first use (~75 s on 2 cores), and
+Each is started once per test session, on first use (75 s on 2 idle cores,
+~170 s on a busy one; times out after $VLLM_TEST_STARTUP_TIMEOUT, default 420 s), and
 stopped at the end of the session. Both yield a :class:`VllmServer`.
 
 A missing vLLM venv FAILS the test (never skips: a skipped test in CI is a
@@ -34,8 +35,10 @@ def require_vllm_venv() -> None:
     """pytest.fail (never skip) unless the vLLM venv is installed."""
     try:
         vllm_python()
+        return
     except VllmNotInstalled as exc:
-        pytest.fail(f"{exc}" if INSTALL_HINT in str(exc) else f"{exc}: {INSTALL_HINT}", pytrace=False)
+        message = str(exc) if INSTALL_HINT in str(exc) else f"{exc}: {INSTALL_HINT}"
+    pytest.fail(message, pytrace=False)  # outside `except`: no chained traceback
 
 
 def _serve(variant: str) -> Iterator[VllmServer]:
