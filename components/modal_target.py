@@ -85,11 +85,12 @@ class ModalSdkClient:
         from components.modal_app import load_app
 
         module = load_app(spec)
-        app = module.app
+        # Taken now: a later load_app re-executes the module in place.
+        app, functions = module.app, {name: getattr(module, name) for name in spec.web_functions}
         await app.deploy.aio(name=spec.app_name, tag=f"spec-{spec.digest[:12]}")
         urls = {}
-        for name in spec.web_functions:
-            url = await getattr(module, name).get_web_url.aio()
+        for name, function in functions.items():
+            url = await function.get_web_url.aio()
             if url:
                 urls[name] = url
         return Deployed(app_id=app.app_id or "", urls=urls)
