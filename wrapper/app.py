@@ -15,6 +15,7 @@ from .auth import BearerAuth
 from .errors import APIError
 from .metrics import Metrics
 from .middleware import GatewayMiddleware
+from .proxy import Proxy
 from .routes import build_router
 from .settings import Settings, load_settings
 from .upstream import Upstream
@@ -29,13 +30,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     upstream = Upstream(settings)
     metrics = Metrics()
+    scaler = None
+    if settings.idle_timeout > 0:  # scale-to-zero on Kubernetes; imported only when configured
+        from .scaling import build_scaler
+
+        def busy() -> bool:  # a long stream counts as activity until it ends
+            return (metrics.registry.get_sample_value("vllm_wrapper_streams_in_flight") or 0) > 0
+
+        scaler = build_scaler(settings, metrics.registry, probe=upstream.available, busy=busy)
+        upstream.gate = scaler.admit
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await upstream.start()
+        if scaler is not None:
+            await scaler.start()
         try:
             yield
         finally:
+            if scaler is not None:
+                await scaler.stop()
             await upstream.close()
 
     app = FastAPI(
@@ -47,7 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.upstream = upstream
     app.state.metrics = metrics
-    app.include_router(build_router(settings, upstream, metrics))
+    app.state.scaler = scaler
+    proxy = Proxy(settings, upstream, metrics)
+    app.include_router(build_router(settings, upstream, metrics, proxy))
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> Response:
@@ -74,5 +90,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         auth=BearerAuth(settings.wrapper_api_key),
         max_body_bytes=settings.max_body_bytes,
+        fast_routes={
+            "/v1/chat/completions": proxy.chat_completions,
+            "/v1/completions": proxy.completions,
+        },
     )
     return app

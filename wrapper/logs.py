@@ -28,7 +28,51 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+def _now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+class AccessLog:
+    """The per-request line, written without building a LogRecord (it is on the hot path).
+
+    Same JSON shape as the other lines; goes wherever the ``wrapper.access`` logger's
+    handlers would write (stderr), and obeys that logger's level.
+    """
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger("wrapper.access")
+
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def write(self, request_id: str, method: str, path: str, status: int, duration_ms: float) -> None:
+        line = orjson.dumps(
+            {
+                "ts": _now(),
+                "level": "INFO",
+                "logger": "wrapper.access",
+                "msg": "request",
+                "request_id": request_id,
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": duration_ms,
+            }
+        )
+        stream = sys.stderr
+        try:
+            stream.write(line.decode() + "\n")
+        except (OSError, ValueError):  # pragma: no cover - closed stderr
+            pass
+
+
 def setup_logging(level: str = "INFO") -> None:
+    # Cheaper records: no caller lookup, thread or process names (not in our output anyway).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter())
     root = logging.getLogger()

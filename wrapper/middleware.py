@@ -10,13 +10,18 @@ import os
 import re
 import time
 
+from collections.abc import Awaitable, Callable
+
 import orjson
+from starlette.responses import Response
 
 from .auth import BearerAuth
 from .errors import APIError, error_body
+from .logs import AccessLog
 from .metrics import Metrics
+from .proxy import read_body
 
-access_log = logging.getLogger("wrapper.access")
+access_log = AccessLog()
 log = logging.getLogger("wrapper")
 
 _RID_OK = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
@@ -27,8 +32,17 @@ def _new_request_id() -> bytes:
 
 
 class GatewayMiddleware:
-    def __init__(self, app, *, metrics: Metrics, auth: BearerAuth, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app,
+        *,
+        metrics: Metrics,
+        auth: BearerAuth,
+        max_body_bytes: int,
+        fast_routes: dict[str, Callable[[bytes, str], Awaitable[Response]]] | None = None,
+    ) -> None:
         self.app = app
+        self.fast = fast_routes or {}
         self.metrics = metrics
         self.auth = auth
         self.max_body = max_body_bytes
@@ -82,6 +96,15 @@ class GatewayMiddleware:
                 )
             elif length is not None and (not length.isdigit() or int(length) > self.max_body):
                 await reply(self._too_large() if length.isdigit() else APIError(400, "invalid Content-Length"))
+            elif method == "POST" and path in self.fast:
+                # Hot path: the OpenAI pass-through routes skip FastAPI's routing and
+                # dependency machinery (their schema is still declared on the FastAPI app).
+                try:
+                    raw = await read_body(receive, self.max_body)
+                    response = await self.fast[path](raw, rid_s)
+                except APIError as exc:
+                    response = exc.response()
+                await response(scope, receive, send_)
             else:
                 await self.app(scope, self._limited(receive) if length is None else receive, send_)
         except Exception:  # a bug: answer in the OpenAI shape, never a stack trace to the client
@@ -91,17 +114,8 @@ class GatewayMiddleware:
         finally:
             elapsed = time.perf_counter() - start
             self.metrics.observe(path, method, status, elapsed)
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "request",
-                    extra={
-                        "request_id": rid_s,
-                        "method": method,
-                        "path": path,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 3),
-                    },
-                )
+            if access_log.enabled():
+                access_log.write(rid_s, method, path, status, round(elapsed * 1000, 3))
 
     def _too_large(self) -> APIError:
         return APIError(413, f"request body larger than {self.max_body} bytes", code="request_too_large")

@@ -13,13 +13,22 @@ from .streaming import Relay, UpstreamStream
 from .upstream import DEFAULT_RETRY_AFTER, Upstream
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise APIError(413, f"request body larger than {limit} bytes", code="request_too_large")
-    return body
+async def read_body(receive, limit: int) -> bytes:
+    """Read the request body straight from the ASGI ``receive`` (no Request object)."""
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect
+            raise APIError(400, "client disconnected while sending the body")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise APIError(413, f"request body larger than {limit} bytes", code="request_too_large")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def parse_object(raw: bytes) -> dict:
@@ -61,9 +70,14 @@ class Proxy:
     async def default_model(self) -> str | None:
         return self.settings.model or await self.upstream.served_model()
 
-    async def forward(self, request: Request, path: str, required: str) -> Response:
+    async def chat_completions(self, raw: bytes, rid: str | None) -> Response:
+        return await self.forward(raw, rid, "chat/completions", "messages")
+
+    async def completions(self, raw: bytes, rid: str | None) -> Response:
+        return await self.forward(raw, rid, "completions", "prompt")
+
+    async def forward(self, raw: bytes, rid: str | None, path: str, required: str) -> Response:
         """``POST /v1/<path>``: forward the body as is (adding ``model`` when absent)."""
-        raw = await read_body(request, self.settings.max_body_bytes)
         obj = parse_object(raw)
         if required not in obj:
             raise APIError(400, f"'{required}' is required", param=required)
@@ -84,7 +98,6 @@ class Proxy:
                     raw = b'{"model":' + orjson.dumps(default) + (b"," if obj else b"") + raw[i:]
         elif not isinstance(model, str):
             raise APIError(400, "'model' must be a string", param="model")
-        rid = request.scope["state"].get("request_id")
         route = "/v1/" + path
         if stream:
             resp = await self.upstream.open_stream("/" + path, raw, rid)

@@ -10,7 +10,7 @@ from . import __version__
 from .chat import ChatRelay, ChatRequest, ChatResponse, simple_answer, upstream_body
 from .errors import APIError
 from .metrics import Metrics
-from .proxy import Proxy, upstream_error
+from .proxy import Proxy, read_body, upstream_error
 from .settings import Settings
 from .streaming import UpstreamStream
 from .upstream import Upstream
@@ -93,9 +93,8 @@ COMPLETIONS_BODY = _body(
 _SSE = {"text/event-stream": {"schema": {"type": "string"}}}
 
 
-def build_router(settings: Settings, upstream: Upstream, metrics: Metrics) -> APIRouter:
+def build_router(settings: Settings, upstream: Upstream, metrics: Metrics, proxy: Proxy) -> APIRouter:
     router = APIRouter()
-    proxy = Proxy(settings, upstream, metrics)
 
     @router.post(
         "/v1/chat/completions",
@@ -105,7 +104,10 @@ def build_router(settings: Settings, upstream: Upstream, metrics: Metrics) -> AP
         responses={200: {"content": {"application/json": {}, **_SSE}}, **_ERRORS},
     )
     async def chat_completions(request: Request) -> Response:
-        return await proxy.forward(request, "chat/completions", "messages")
+        # Normally served by the middleware's fast path (see GatewayMiddleware); kept for the
+        # schema and as a fallback.
+        raw = await read_body(request.receive, settings.max_body_bytes)
+        return await proxy.chat_completions(raw, request.scope["state"].get("request_id"))
 
     @router.post(
         "/v1/completions",
@@ -115,7 +117,8 @@ def build_router(settings: Settings, upstream: Upstream, metrics: Metrics) -> AP
         responses={200: {"content": {"application/json": {}, **_SSE}}, **_ERRORS},
     )
     async def completions(request: Request) -> Response:
-        return await proxy.forward(request, "completions", "prompt")
+        raw = await read_body(request.receive, settings.max_body_bytes)
+        return await proxy.completions(raw, request.scope["state"].get("request_id"))
 
     @router.get("/v1/models", tags=["openai"], summary="Models served", responses=_ERRORS)
     async def models(request: Request) -> Response:
@@ -164,10 +167,12 @@ def build_router(settings: Settings, upstream: Upstream, metrics: Metrics) -> AP
         return upstream_error(status, data, retry_after)
 
     @router.get("/health", tags=["service"], summary="Wrapper and model-server health (always fast)")
-    async def health() -> dict:
-        ok = await upstream.available()
+    async def health(request: Request) -> dict:
+        scaler = getattr(request.app.state, "scaler", None)
+        asleep = scaler is not None and scaler.state.value == "scaled_to_zero"
+        ok = False if asleep else await upstream.available()
         model = settings.model or (await upstream.served_model() if ok else None)
-        return {
+        out = {
             "status": "healthy" if ok else "degraded",
             "vllm_available": ok,
             "model": model,
@@ -175,6 +180,10 @@ def build_router(settings: Settings, upstream: Upstream, metrics: Metrics) -> AP
             "wrapper_status": "healthy",
             "vllm_status": "available" if ok else "unavailable",
         }
+        if scaler is not None:  # scaled_to_zero | waking | ready (unknown until the first API read)
+            out["scale_state"] = scaler.state.value
+            out["idle_timeout"] = settings.idle_timeout
+        return out
 
     @router.get("/", tags=["service"], summary="Service information")
     async def info() -> dict:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 class ConfigError(Exception):
@@ -40,12 +44,32 @@ class Settings(BaseSettings):
     health_cache_seconds: float = Field(default=1.0, ge=0.0, le=300.0)
     retry_backoff: float = Field(default=0.2, ge=0.0, le=30.0)
     workers: int = Field(default=1, ge=1, le=256)
+    # Scale-to-zero on Kubernetes (wrapper/scaling): off unless VLLM_IDLE_TIMEOUT > 0.
+    idle_timeout: float = Field(default=0.0, ge=0.0, le=30 * 86_400.0, description="idle seconds before vLLM scales to 0")
+    wake_timeout: float = Field(default=600.0, ge=0.0, le=86_400.0, description="hold a request this long while vLLM wakes")
+    k8s_namespace: str | None = Field(default=None, description="namespace of the vLLM StatefulSet (default: the pod's)")
+    k8s_statefulset: str | None = Field(default=None, validate_default=True, description="the vLLM StatefulSet")
+    k8s_api_url: AnyHttpUrl | None = Field(default=None, description="API server URL (default: in-cluster)")
 
-    @field_validator("model", "api_key", "wrapper_api_key", mode="before")
+    @field_validator("model", "api_key", "wrapper_api_key", "k8s_namespace", "k8s_statefulset", "k8s_api_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         if isinstance(v, str) and not v.strip():
             return None
+        return v
+
+    @field_validator("idle_timeout", mode="before")
+    @classmethod
+    def _never(cls, v: object) -> object:
+        return 0.0 if isinstance(v, str) and v.strip().lower() in ("", "0", "never", "off") else v
+
+    @field_validator("k8s_namespace", "k8s_statefulset")
+    @classmethod
+    def _k8s_name(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and not _DNS_LABEL.match(v):
+            raise ValueError("must be a Kubernetes name (lowercase letters, digits, '-', at most 63)")
+        if v is None and info.field_name == "k8s_statefulset" and (info.data.get("idle_timeout") or 0) > 0:
+            raise ValueError("required when VLLM_IDLE_TIMEOUT > 0 (the vLLM StatefulSet to scale)")
         return v
 
     @field_validator("log_level", mode="before")

@@ -10,9 +10,11 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
+from yarl import URL
 
 from .errors import APIError
 from .settings import Settings
@@ -45,9 +47,12 @@ class Upstream:
         self._stream_timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.timeout, sock_read=settings.timeout
         )
+        self._urls: dict[str, URL] = {}
         self._served_model: str | None = None
         self._health: tuple[float, bool] = (0.0, False)
         self._health_probe: asyncio.Task[bool] | None = None
+        # Scale-to-zero gate (wrapper/scaling): wakes vLLM and holds the request; None = off.
+        self.gate: Callable[[], Awaitable[None]] | None = None
 
     # -- life cycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -77,8 +82,10 @@ class Upstream:
 
     # -- the seam ----------------------------------------------------------------------------
     async def ready(self) -> None:
-        """Called before every upstream request. Scale-to-zero wake-up goes here (not built)."""
-        return None
+        """Called before every upstream request, outside ``VLLM_TIMEOUT`` (a wake has its own
+        ``VLLM_WAKE_TIMEOUT``): records activity and wakes a scaled-to-zero vLLM."""
+        if self.gate is not None:
+            await self.gate()
 
     # -- requests ----------------------------------------------------------------------------
     def _headers_for(self, request_id: str | None) -> dict[str, str]:
@@ -87,6 +94,12 @@ class Upstream:
         h = dict(self._headers)
         h["X-Request-Id"] = request_id
         return h
+
+    def url(self, path: str) -> URL:
+        u = self._urls.get(path)
+        if u is None:
+            u = self._urls[path] = URL(self.base + path)
+        return u
 
     def _backoff(self, attempt: int, retry_after: str | None = None) -> float:
         base = self.settings.retry_backoff
@@ -100,10 +113,9 @@ class Upstream:
         return delay
 
     async def _send(
-        self, method: str, url: str, body: bytes | None, request_id: str | None, deadline: float | None
+        self, method: str, url: URL, body: bytes | None, request_id: str | None, deadline: float | None
     ) -> aiohttp.ClientResponse:
         """Send with retries; return a response whose status is final (not yet read)."""
-        await self.ready()
         attempts = self.settings.max_retries + 1
         headers = self._headers_for(request_id)
         last_error = "upstream unavailable"
@@ -144,11 +156,12 @@ class Upstream:
 
     async def call(self, method: str, path: str, body: bytes | None = None, request_id: str | None = None) -> Reply:
         """A non-streamed call, read completely, within ``VLLM_TIMEOUT`` (504 past it)."""
+        await self.ready()
         timeout = self.settings.timeout
         deadline = time.monotonic() + timeout
         try:
             async with asyncio.timeout(timeout):
-                resp = await self._send(method, self.base + path, body, request_id, deadline)
+                resp = await self._send(method, self.url(path), body, request_id, deadline)
                 try:
                     data = await resp.read()
                 finally:
@@ -166,11 +179,12 @@ class Upstream:
         Retries happen only here, before any byte went to the client. Reads then time out
         when the server stays silent for ``VLLM_TIMEOUT`` seconds.
         """
+        await self.ready()
         timeout = self.settings.timeout
         deadline = time.monotonic() + timeout
         try:
             async with asyncio.timeout(timeout):
-                return await self._send("POST", self.base + path, body, request_id, deadline)
+                return await self._send("POST", self.url(path), body, request_id, deadline)
         except TimeoutError:
             raise APIError(504, f"the model server did not answer within {timeout:g} s") from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import httpx
 import openai
@@ -16,6 +17,14 @@ from wrapper.sse import decode_chat_stream
 
 MSG = [{"role": "user", "content": "hello"}]
 WRAPPER_KEY = "client-facing-key-123"
+
+
+def logged(w: Wrapper, needle: str, timeout: float = 2.0) -> str:
+    """The wrapper's log once it holds ``needle`` (the access line follows the response)."""
+    deadline = time.monotonic() + timeout
+    while needle not in (log := w.log()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return log
 
 
 def err_of(r: httpx.Response, status: int) -> dict:
@@ -134,7 +143,7 @@ def test_request_id_honoured_echoed_and_forwarded(fault_wrapper, faults):
     assert faults.last()["headers"]["x-request-id"] == "abc-123"
     r = httpx.get(fault_wrapper.url + "/health", headers={"X-Request-ID": "bad id\twith junk"})
     assert r.headers["x-request-id"] != "bad id\twith junk" and len(r.headers["x-request-id"]) >= 16
-    assert r.headers["x-request-id"] in fault_wrapper.log()
+    assert r.headers["x-request-id"] in logged(fault_wrapper, r.headers["x-request-id"])
 
 
 def test_backend_key_sent_upstream_never_logged(fault_wrapper, faults):
@@ -147,7 +156,8 @@ def test_backend_key_sent_upstream_never_logged(fault_wrapper, faults):
 
 def test_structured_json_logs(fault_wrapper):
     httpx.post(fault_wrapper.url + "/chat", json={"messages": MSG}, headers={"X-Request-ID": "log-check-1"})
-    lines = [json.loads(line) for line in fault_wrapper.log().splitlines() if line.startswith("{")]
+    log = logged(fault_wrapper, "log-check-1")
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     hit = [x for x in lines if x.get("request_id") == "log-check-1"]
     assert hit and hit[-1]["path"] == "/chat" and hit[-1]["status"] == 200 and hit[-1]["duration_ms"] > 0
     assert all({"ts", "level", "logger", "msg"} <= set(x) for x in lines)

@@ -32,12 +32,18 @@ def build_scaler(
 
     if not settings.idle_timeout > 0 or not settings.k8s_statefulset:
         raise ValueError("scale-to-zero needs VLLM_IDLE_TIMEOUT > 0 and VLLM_K8S_STATEFULSET")
-    api = StatefulSetClient(
-        settings.k8s_namespace,
-        settings.k8s_statefulset,
-        ANNOTATION,
-        api_url=str(settings.k8s_api_url).rstrip("/") if settings.k8s_api_url else None,
-    )
+    from ..settings import ConfigError
+    from .kube import KubeError
+
+    try:
+        api = StatefulSetClient(
+            settings.k8s_namespace,
+            settings.k8s_statefulset,
+            ANNOTATION,
+            api_url=str(settings.k8s_api_url).rstrip("/") if settings.k8s_api_url else None,
+        )
+    except KubeError as exc:  # not in a cluster, no namespace: a configuration error, say so at start
+        raise ConfigError(f"VLLM_IDLE_TIMEOUT > 0 needs the Kubernetes API: {exc.message}") from None
     policy = Policy(settings.idle_timeout)
     return Scaler(api, policy, wake_timeout=settings.wake_timeout, metrics=ScalerMetrics(registry), probe=probe, busy=busy)
 

@@ -31,6 +31,7 @@ log = logging.getLogger("wrapper.scaling")
 RETRY_AFTER = "10"
 CONFLICT_RETRIES = 5
 ERROR_LOG_EVERY = 60.0
+REQUEST_PATH_API_SECONDS = 2.0  # the bounded-rate activity write a served request may wait for
 
 
 class ScalerMetrics:
@@ -239,7 +240,11 @@ class Scaler:
             await asyncio.shield(self._down)  # a scale-down in flight: wait for its outcome
         if self._state == ScaleState.READY:
             if self.policy.publish_due() and self.obs is not None:
-                await self._publish(self.obs)  # may reveal that another replica scaled to zero
+                try:  # may reveal that another replica scaled to zero; never stalls a request long
+                    async with asyncio.timeout(REQUEST_PATH_API_SECONDS):
+                        await self._publish(self.obs)
+                except TimeoutError:
+                    self.metrics.api_errors.labels("annotate", "timeout").inc()
             if self._state == ScaleState.READY:
                 return
         wake = self._ensure_wake()
