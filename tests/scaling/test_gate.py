@@ -250,3 +250,14 @@ async def test_the_background_loop_starts_and_stops_cleanly() -> None:
     assert n > 3 and scales(sts, 0) == ["a"]  # the fake sleep runs the clock fast: it slept
     await asyncio.sleep(0.02)
     assert len(sts.calls) == n
+
+
+async def test_activity_is_shared_even_over_a_garbled_annotation() -> None:
+    clock = FakeClock()
+    sts = FakeStatefulSet(replicas=1, annotation="garbage!")
+    a, b = replica(sts, clock, "a"), replica(sts, clock, "b")
+    await run([a, b], clock, 200, traffic={0: 7})  # busy on a only
+    assert sts.replicas == 1 and not scales(sts, 0)
+    assert sts.annotations[ANNOTATION] != "garbage!"  # a's real activity replaced it
+    await run([a, b], clock, IDLE + 20)
+    assert sts.replicas == 0

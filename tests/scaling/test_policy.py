@@ -152,3 +152,14 @@ def test_small_forward_skew_counts_as_now() -> None:
     c.advance(1000)
     p.observe(obs(stamp(c, ago=-3)))  # 3 s in the future: within skew
     assert p.idle_for() == pytest.approx(0)
+
+
+def test_real_activity_is_published_over_a_garbled_or_missing_value() -> None:
+    for value in (None, "garbage", "2999-01-01T00:00:00Z"):
+        c = FakeClock()
+        p = Policy(IDLE, c)
+        c.advance(1)
+        p.record_activity()
+        p.observe(obs(value))  # seen after our activity: idleness counts it, publishing does not
+        assert p.publish_due(), value
+        assert parse_wall(p.value_to_publish()[0]) == pytest.approx(c.wall(), abs=0.001)

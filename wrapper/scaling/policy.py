@@ -128,7 +128,10 @@ class Policy:
         # Start counts as activity: a new replica never scales down sooner than one idle
         # timeout after it started (it cannot know what happened before).
         self.started = now
-        self.shared = -math.inf  # activity derived from the annotation (monotonic)
+        self.shared = -math.inf  # activity derived from the annotation (monotonic), for idleness
+        # What the annotation provably says (trusted values only): what publishing compares with.
+        # A garbled or future value must not stop replicas from writing real activity over it.
+        self.in_annotation = -math.inf
         self._seen: str | None | object = _NOTHING
         self._confirmed_at = now  # last time this replica read the annotation unchanged
         self.state = ScaleState.UNKNOWN
@@ -140,7 +143,10 @@ class Policy:
     def observe(self, obs: Observation) -> ScaleState:
         now = self.clock.monotonic()
         if obs.activity != self._seen:
-            derived = now - self._age(obs.activity)
+            age = self._age(obs.activity)
+            if age is not None:
+                self.in_annotation = max(self.in_annotation, now - age)
+            derived = now - (age or 0.0)
             # It was written after we last saw the previous value: bound a writer's slow clock.
             derived = max(derived, self._confirmed_at - self.lag)
             self.shared = max(self.shared, min(derived, now))
@@ -149,14 +155,14 @@ class Policy:
         self.state = obs.state
         return self.state
 
-    def _age(self, value: str | None) -> float:
-        """Seconds since ``value``, by this replica's wall clock; 0 when it cannot be trusted."""
+    def _age(self, value: str | None) -> float | None:
+        """Seconds since ``value``, by this replica's wall clock; None when it cannot be trusted."""
         t = parse_wall(value)
         if t is None:
-            return 0.0
+            return None
         age = self.clock.wall() - t
         if age < -self.skew:  # from the future: a bad clock or a hand edit
-            return 0.0
+            return None
         return max(age, 0.0)
 
     # -- decisions ---------------------------------------------------------------------------
@@ -190,7 +196,7 @@ class Policy:
             return None
         if self._own_published is not None and own <= self._own_published:
             return None
-        if own <= self.shared:  # someone already published activity at least this recent
+        if own <= self.in_annotation:  # someone already published activity at least this recent
             return None
         now = self.clock.monotonic()
         return format_wall(self.clock.wall() - (now - own)), own

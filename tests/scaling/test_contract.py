@@ -1,0 +1,65 @@
+"""The deployment and the wrapper agree: the env the Kubernetes manifests give the wrapper is
+what its settings read, and every API call the scaler makes is allowed by the Role — nothing
+else is granted. (Tests may import components/; wrapper/ never does.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from components import manifests
+from components.stackfile import load_stack
+from tests.scaling.fake_apiserver import FakeAPIServer
+from wrapper.scaling.gate import Scaler
+from wrapper.scaling.kube import StatefulSetClient
+from wrapper.scaling.policy import ANNOTATION, Policy, ScaleState
+from wrapper.settings import load_settings
+
+
+def test_the_dev_stack_env_configures_the_scaler_and_prod_leaves_it_off() -> None:
+    dev = {e["name"]: e.get("value") for e in manifests.wrapper_env(load_stack("dev")) if "value" in e}
+    s = load_settings(**{k.removeprefix("VLLM_").lower(): v for k, v in dev.items() if k.startswith("VLLM_")})
+    assert s.idle_timeout == 900 and s.wake_timeout > 0
+    assert (s.k8s_namespace, s.k8s_statefulset) == (dev["VLLM_K8S_NAMESPACE"], dev["VLLM_K8S_STATEFULSET"])
+    prod = {e["name"] for e in manifests.wrapper_env(load_stack("prod"))}
+    assert "VLLM_IDLE_TIMEOUT" not in prod and load_settings().idle_timeout == 0
+
+
+async def test_every_call_the_scaler_makes_is_granted_by_the_role() -> None:
+    config = load_stack("dev")
+    n = manifests.names(config)
+    role = next(o for o in manifests.scaler_rbac(config) if o["kind"] == "Role")
+    granted = {
+        (verb, resource)
+        for rule in role["rules"]
+        for verb in rule["verbs"]
+        for resource in rule["resources"]
+        if rule["apiGroups"] == ["apps"] and rule["resourceNames"] == [n.vllm]
+    }
+    assert granted == {("get", "statefulsets"), ("patch", "statefulsets"),
+                       ("get", "statefulsets/scale"), ("patch", "statefulsets/scale")}
+    with FakeAPIServer(n.namespace, n.vllm, replicas=0, ready=0) as api:
+        api.on_replicas = lambda old, new: api.set_ready(new)
+        s = Scaler(StatefulSetClient(n.namespace, n.vllm, ANNOTATION, api_url=api.url), Policy(30), wake_timeout=5, poll=0.01)
+        try:
+            await s.admit()  # wake: read, annotate, scale up, poll
+            assert s.state == ScaleState.READY
+            s.policy.started = s.policy.own = s.policy._confirmed_at = s.policy.clock.monotonic() - 60
+            s.policy.shared = s.policy.own
+            await s.tick()  # sleep: read, scale down
+            assert api.replicas == 0
+        finally:
+            await s.stop()
+        used = {({"GET": "get", "PATCH": "patch"}[r.method], "statefulsets" + ("/scale" if r.path.endswith("/scale") else ""))
+                for r in api.requests}
+        prefix = f"/apis/apps/v1/namespaces/{n.namespace}/statefulsets/{n.vllm}"
+        assert all(r.path in (prefix, prefix + "/scale") for r in api.requests)
+    assert used <= granted
+    assert used == {("get", "statefulsets"), ("patch", "statefulsets"), ("patch", "statefulsets/scale")}
+
+
+@pytest.mark.parametrize("stack", ["dev"])
+def test_pulumi_leaves_the_replica_count_to_the_wrapper(stack: str) -> None:
+    from components.kubernetes import statefulset_ignored_fields
+
+    assert statefulset_ignored_fields(load_stack(stack)) == ["spec.replicas"]
+    assert statefulset_ignored_fields(load_stack("prod")) == []
