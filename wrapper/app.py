@@ -26,7 +26,12 @@ def _param(loc: tuple) -> str | None:
     return ".".join(parts) or None
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> GatewayMiddleware:
+    """The ASGI application: :class:`GatewayMiddleware` around the FastAPI app (``.app``).
+
+    The gateway sits *outside* FastAPI's own middleware stack, so the hot pass-through routes
+    pay for none of it.
+    """
     settings = settings or load_settings()
     upstream = Upstream(settings)
     metrics = Metrics()
@@ -81,12 +86,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             msg = f"{param}: {msg}"
         return APIError(400, msg, param=param).response()
 
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> Response:
+        # Starlette re-raises after this answer; the gateway logs it.
+        return APIError(500, "internal error in the wrapper").response()
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         return APIError(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None)).response()
 
-    app.add_middleware(
-        GatewayMiddleware,
+    return GatewayMiddleware(
+        app,
         metrics=metrics,
         auth=BearerAuth(settings.wrapper_api_key),
         max_body_bytes=settings.max_body_bytes,
@@ -95,4 +105,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "/v1/completions": proxy.completions,
         },
     )
-    return app

@@ -47,6 +47,7 @@ class Upstream:
         self._stream_timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.timeout, sock_read=settings.timeout
         )
+        self._plain_timeout = aiohttp.ClientTimeout(total=None)  # asyncio.timeout() covers these
         self._urls: dict[str, URL] = {}
         self._served_model: str | None = None
         self._health: tuple[float, bool] = (0.0, False)
@@ -113,17 +114,24 @@ class Upstream:
         return delay
 
     async def _send(
-        self, method: str, url: URL, body: bytes | None, request_id: str | None, deadline: float | None
+        self,
+        method: str,
+        url: URL,
+        body: bytes | None,
+        request_id: str | None,
+        deadline: float | None,
+        stream: bool = False,
     ) -> aiohttp.ClientResponse:
         """Send with retries; return a response whose status is final (not yet read)."""
         attempts = self.settings.max_retries + 1
         headers = self._headers_for(request_id)
+        timeout = self._stream_timeout if stream else self._plain_timeout
         last_error = "upstream unavailable"
         retry_after: str | None = None
         for attempt in range(attempts):
             try:
                 resp = await self.session.request(
-                    method, url, data=body, headers=headers, timeout=self._stream_timeout
+                    method, url, data=body, headers=headers, timeout=timeout
                 )
             except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
                 last_error = f"cannot reach the model server: {type(exc).__name__}"
@@ -184,7 +192,7 @@ class Upstream:
         deadline = time.monotonic() + timeout
         try:
             async with asyncio.timeout(timeout):
-                return await self._send("POST", self.url(path), body, request_id, deadline)
+                return await self._send("POST", self.url(path), body, request_id, deadline, stream=True)
         except TimeoutError:
             raise APIError(504, f"the model server did not answer within {timeout:g} s") from None
 
