@@ -26,14 +26,21 @@ def free_port() -> int:
 class Proc:
     """A server subprocess on 127.0.0.1:<port>, its stderr kept in a file."""
 
-    def __init__(self, cmd: list[str], port: int, env: dict[str, str] | None = None, ready: str = "/health") -> None:
+    def __init__(
+        self,
+        cmd: list[str],
+        port: int,
+        env: dict[str, str] | None = None,
+        ready: str = "/health",
+        cwd: Path = REPO,
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self._log = tempfile.NamedTemporaryFile(prefix="wrapper-test-", suffix=".log", delete=False)
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
         full_env.update(env or {})
         full_env.setdefault("PYTHONUNBUFFERED", "1")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:
             if self.proc.poll() is not None:
