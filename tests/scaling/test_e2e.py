@@ -110,6 +110,8 @@ def test_requests_wake_the_gpu_are_held_and_served_and_idle_puts_it_back_to_zero
     b = wrapper(wake_timeout=0)  # answers 503 + Retry-After at once (and still wakes it)
     wait_for(lambda: state(a) == state(b) == "scaled_to_zero", 10, "both wrappers to see zero replicas")
     assert httpx.get(a.url + "/health").json()["vllm_available"] is False
+    rss_kb = int(next(x for x in Path(f"/proc/{a.pid}/status").read_text().splitlines() if x.startswith("VmRSS")).split()[1])
+    assert rss_kb < 100 * 1024  # the scaler adds no client library: the wrapper stays small
     assert not pod.running
 
     # 1. A request on a sleeping GPU is held through the wake and served.
