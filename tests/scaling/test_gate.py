@@ -193,7 +193,8 @@ async def test_a_garbled_annotation_costs_at_most_one_idle_timeout() -> None:
     assert sts.replicas == 0
 
 
-async def test_api_errors_are_counted_and_never_crash_the_loop_or_leak() -> None:
+async def test_api_errors_are_counted_and_never_crash_the_loop_or_leak(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="wrapper.scaling")
     clock = FakeClock()
     sts = FakeStatefulSet(replicas=1)
     healthy = [False]
@@ -207,6 +208,8 @@ async def test_api_errors_are_counted_and_never_crash_the_loop_or_leak() -> None
     await run([a], clock, 200)  # the loop survives; nothing scaled
     assert a.state == ScaleState.UNKNOWN and sts.replicas == 1
     assert a.metrics.api_errors.labels("read", "403")._value.get() == 40
+    logged = [r for r in caplog.records if r.getMessage() == "kubernetes API call failed"]
+    assert 1 <= len(logged) <= 4 and logged[0].status == 403  # logged, at a bounded rate
     with pytest.raises(APIError) as err:  # state unknown, vLLM not answering: 503, Retry-After
         await a.admit()
     assert err.value.status == 503 and err.value.headers["Retry-After"]
@@ -261,3 +264,16 @@ async def test_activity_is_shared_even_over_a_garbled_annotation() -> None:
     assert sts.annotations[ANNOTATION] != "garbage!"  # a's real activity replaced it
     await run([a, b], clock, IDLE + 20)
     assert sts.replicas == 0
+
+
+async def test_a_bug_in_the_wake_path_is_a_503_not_a_crash() -> None:
+    clock = FakeClock()
+    sts = FakeStatefulSet(replicas=0)
+    a = replica(sts, clock, "a")
+    sts.fail["scale"] = RuntimeError("boom")  # not an API error: a bug
+    with pytest.raises(APIError) as err:
+        await asyncio.wait_for(a.admit(), 2)
+    assert err.value.status == 503 and err.value.headers["Retry-After"]
+    del sts.fail["scale"]
+    await asyncio.wait_for(a.admit(), 2)  # and the next request wakes it normally
+    assert sts.replicas == 1

@@ -293,6 +293,8 @@ class Scaler:
             await self._wake_up(started)
         except KubeError as exc:
             self._api_error("wake", exc)
+        except Exception:  # a bug: held requests get 503 (or are served if vLLM answers), logged
+            log.exception("wake failed")
 
     async def _wake_up(self, started: float) -> None:
         """Make sure the StatefulSet has a replica, then poll until one is ready."""
