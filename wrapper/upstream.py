@@ -1,7 +1,7 @@
 """The one place that talks to vLLM: a pooled aiohttp session, retries, timeouts.
 
-``Upstream.ready()`` is the seam where a future "wake the backend if it is scaled to zero"
-gate belongs: every call goes through it before the first byte is sent upstream.
+``Upstream.ready()`` is the seam for the scale-to-zero gate (``wrapper/scaling``, on when
+``VLLM_IDLE_TIMEOUT > 0``): every call goes through it before the first byte is sent upstream.
 """
 
 from __future__ import annotations
