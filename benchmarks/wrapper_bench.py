@@ -11,8 +11,10 @@ own process, and prints a side-by-side table. Not a test: it prints figures.
   round-robin across the three targets so drift hits all alike; p50/p99.
 - TTFT: streamed chat completions, time to the first chunk carrying generated text.
 - Per-chunk overhead: (streamed total via X - direct) / chunks, for 256-token streams.
-- CPU ms/request: utime+stime of the server process (/proc/<pid>/stat) over the load, per request
-  (direct column: vLLM's API server process).
+- CPU: utime+stime of the server process (/proc/<pid>/stat, 10 ms ticks) over a phase, divided
+  by its requests or streamed chunks (direct column: vLLM's API server process). The
+  sequential figure includes the idle event-loop ticks between requests; the figure under
+  load is the marginal cost.
 - req/s per core: against the fast echo upstream, 16 concurrent clients; requests divided by the
   CPU seconds the server process used (so the figure is about the server, not the shared box);
   also the wall-clock req/s.
@@ -174,7 +176,13 @@ def main() -> None:
         cpu_req = {t.name: (cpu_seconds(t.pid) - cpu0[t.name]) / (n_lat + 5) * 1000 if t.pid else None for t in vt}
         print(f"streams: {n_stream} per target (16 and 256 tokens)...", flush=True)
         st = asyncio.run(latency(vt, n_stream, sbody, stream=True))
-        lst = asyncio.run(latency(vt, max(10, n_stream // 3), lbody, stream=True))
+        cpu0 = {t.name: cpu_seconds(t.pid) if t.pid else None for t in vt}
+        n_long = max(10, n_stream // 3)
+        lst = asyncio.run(latency(vt, n_long, lbody, stream=True))
+        # (+5 warm-up streams per target, as long as the measured ones)
+        cpu_chunk = {t.name: (cpu_seconds(t.pid) - cpu0[t.name]) * 1e6
+                     / (sum(x[2] for x in lst[t.name]) * (n_long + 5) / n_long)
+                     if t.pid else None for t in vt}
         print("echo upstream: sequential latency, then load...", flush=True)
         elat = asyncio.run(latency(et, n_lat, ebody))
         loads = {t.name: asyncio.run(load(t, n_load, 16, ebody)) for t in et}
@@ -197,9 +205,10 @@ def main() -> None:
         row("vLLM: added TTFT p50, ms", ["0"] + [fmt(p50(st[k], 0) - p50(st[d], 0), "+.2f") for k in (w_, p_)])
         chunks = statistics.median([x[2] for x in lst[d]])
         row("vLLM: stream 256 tok total p50, ms", [fmt(p50(lst[k], 1)) for k in (d, w_, p_)])
-        row("vLLM: added per chunk, us", ["0"] + [fmt((p50(lst[k], 1) - p50(lst[d], 1)) / chunks * 1e6, "+.1f")
+        row("vLLM: added per chunk, us", ["0"] + [fmt((p50(lst[k], 1) - p50(lst[d], 1)) / chunks * 1e3, "+.1f")
                                                  for k in (w_, p_)])
-        row("CPU ms/request (server process)", [fmt(cpu_req[k]) for k in (d, w_, p_)])
+        row("vLLM: CPU us per streamed chunk", [fmt(cpu_chunk[k], ".0f") for k in (d, w_, p_)])
+        row("vLLM: CPU ms/request, sequential", [fmt(cpu_req[k]) for k in (d, w_, p_)])
         row("echo: p50 latency, ms", [fmt(p50(elat[k])) for k in (ed, ew, ep)])
         row("echo: added p50 latency, ms", ["0"] + [fmt(p50(elat[k]) - p50(elat[ed]), "+.2f") for k in (ew, ep)])
         row("echo: CPU ms/request under load", [fmt(loads[k][1] / n_load * 1000, ".3f") for k in (ed, ew, ep)])
