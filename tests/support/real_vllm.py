@@ -238,8 +238,8 @@ class VllmServer:
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self) -> VllmServer:
-        """Start the server and wait until it serves a completion."""
+    def start(self, port: int | None = None) -> VllmServer:
+        """Start the server (on ``port``, else a free one) and wait until it serves a completion."""
         with self._lock:
             if self._proc is not None:
                 raise RuntimeError("already started")
@@ -248,9 +248,9 @@ class VllmServer:
                 self._model_dir = ensure_tiny_model(self.variant)
             t0 = time.monotonic()
             last_error: VllmStartError | None = None
-            for _attempt in range(3):  # a free port can be taken before vLLM binds it
+            for attempt in range(3):  # a free port can be taken before vLLM binds it
                 try:
-                    self._launch(py)
+                    self._launch(py, port if attempt == 0 else None)
                     self._wait_ready(t0 + self.startup_timeout)
                     self.startup_seconds = time.monotonic() - t0
                     atexit.register(self.stop)
@@ -269,6 +269,23 @@ class VllmServer:
                     raise
             assert last_error is not None
             raise last_error
+
+    def ensure_running(self) -> bool:
+        """Restart the server if its process died (e.g. a test crashed the engine).
+
+        Keeps the port when it is still free (so ``base_url`` stays valid) and
+        the API key. Returns True when it restarted.
+        """
+        if self.is_running():
+            return False
+        old_port = self.port
+        with self._lock:
+            if self._proc is not None:
+                self._terminate()
+                self._proc = None
+                self._cleanup_workdir(force=True)
+        self.start(port=old_port)
+        return True
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM the process group, wait, SIGKILL what is left. Idempotent."""
@@ -308,14 +325,14 @@ class VllmServer:
         with urllib.request.urlopen(self.root_url + path, timeout=timeout) as resp:
             return bytes(resp.read())
 
-    def _launch(self, py: Path) -> None:
+    def _launch(self, py: Path, port: int | None = None) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"vllm-{self.variant}-"))
         tmp = self.workdir / "tmp"
         cache = self.workdir / "cache"
         tmp.mkdir()
         cache.mkdir()
         self.log_path = self.workdir / "server.log"
-        self.port = _free_port(self.host)
+        self.port = port or _free_port(self.host)
         env = {
             **os.environ,
             "HF_HUB_OFFLINE": "1",

@@ -16,6 +16,10 @@ Each is started once per test session, on first use (75 s on 2 idle cores,
 ~170 s on a busy one; times out after $VLLM_TEST_STARTUP_TIMEOUT, default 420 s), and
 stopped at the end of the session. Both yield a :class:`VllmServer`.
 
+The servers are shared by the whole session: a test that may crash the engine
+(vLLM exits after an engine crash) should use its own ``VllmServer``, or call
+``real_vllm.ensure_running()`` first (restarts in place: same port, same key).
+
 A missing vLLM venv FAILS the test (never skips: a skipped test in CI is a
 missing test): run ``bash .ci/install-vllm`` first.
 """
