@@ -147,10 +147,22 @@ def test_simple_chat_against_vllm(vllm_wrapper):
     s = httpx.post(vllm_wrapper.url + "/chat", json={**body, "stream": True}, timeout=30)
     assert s.text.endswith("data: [DONE]\n\n")
     assert decode_chat_stream(s.text) == data["content"].replace("\r\n", "\n").replace("\r", "\n")
-    # The default max_tokens (2048) exceeds what this 2048-token context leaves: still answers.
-    r = httpx.post(vllm_wrapper.url + "/chat", json={"messages": MSG, "temperature": 0,
-                                                    "top_p": 0.5}, timeout=60)
-    assert r.status_code == 200
+
+
+def test_chat_default_max_tokens_larger_than_context(real_vllm):
+    # vLLM refuses max_tokens > its context (400, param max_tokens); /chat then lets vLLM use
+    # the room left instead of failing a request that never asked for that many tokens.
+    w = Wrapper(real_vllm.base_url, api_key=real_vllm.api_key, default_max_tokens=100_000)
+    try:
+        with httpx.stream("POST", w.url + "/chat", json={"messages": MSG, "stream": True, "top_p": 0.5},
+                          timeout=30) as r:
+            assert r.status_code == 200
+            assert next(r.iter_lines()).startswith("data: ")
+        r = httpx.post(w.url + "/chat", json={"messages": MSG, "max_tokens": 100_000})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
+    finally:
+        w.stop()
+    assert _wait_idle(real_vllm) == 0
 
 
 def test_wrong_backend_key_is_a_gateway_error(real_vllm):
