@@ -63,3 +63,16 @@ def test_pulumi_leaves_the_replica_count_to_the_wrapper(stack: str) -> None:
 
     assert statefulset_ignored_fields(load_stack(stack)) == ["spec.replicas"]
     assert statefulset_ignored_fields(load_stack("prod")) == []
+
+
+def test_without_an_idle_timeout_the_scaler_is_not_even_imported() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from wrapper.app import create_app; from wrapper.settings import load_settings; "
+            "create_app(load_settings()); print('wrapper.scaling' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd="/tmp")
+    assert out.stdout.strip() == "False"
