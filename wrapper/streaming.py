@@ -100,11 +100,11 @@ class UpstreamStream(Response):
                     if gone:
                         break
                 tail = relay.end()
-            except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError) as exc:
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 if gone:
                     tail = b""
                 else:
-                    timeout = isinstance(exc, TimeoutError | asyncio.TimeoutError)
+                    timeout = isinstance(exc, TimeoutError)
                     self.metrics.upstream_errors.labels("timeout" if timeout else "stream_broken").inc()
                     log.warning(
                         "upstream stream failed",

@@ -50,6 +50,7 @@ class Upstream:
         self._plain_timeout = aiohttp.ClientTimeout(total=None)  # asyncio.timeout() covers these
         self._urls: dict[str, URL] = {}
         self._served_model: str | None = None
+        self._model_retry_at = 0.0
         self._health: tuple[float, bool] = (0.0, False)
         self._health_probe: asyncio.Task[bool] | None = None
         # Scale-to-zero gate (wrapper/scaling): wakes vLLM and holds the request; None = off.
@@ -199,7 +200,8 @@ class Upstream:
     # -- discovery and health ----------------------------------------------------------------
     async def served_model(self) -> str | None:
         """The model the server serves (first of ``/v1/models``), cached once found."""
-        if self._served_model is None:
+        if self._served_model is None and time.monotonic() >= self._model_retry_at:
+            self._model_retry_at = time.monotonic() + 5.0  # at most one discovery per 5 s
             try:
                 async with asyncio.timeout(self.settings.health_timeout):
                     resp = await self.session.get(self.base + "/models", headers=self._headers)
