@@ -140,6 +140,7 @@ def main() -> None:
 
     procs: list[Proc] = []
     vllm = None
+    load0 = os.getloadavg()
     try:
         if a.vllm_url:
             vbase, vkey, vpid = a.vllm_url.rstrip("/"), a.vllm_key, a.vllm_pid
@@ -219,8 +220,9 @@ def main() -> None:
         head = ("", "direct", "wrapper", "fastapi+httpx")
         widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(4)]
         print()
-        print(f"machine: {os.cpu_count()} cores; Python {sys.version.split()[0]}; "
-              f"direct = vLLM itself (rows 'vLLM') or the echo upstream (rows 'echo')")
+        print(f"machine: {os.cpu_count()} cores; Python {sys.version.split()[0]}; load average at start "
+              f"{load0[0]:.1f}, at end {os.getloadavg()[0]:.1f} (other processes share these cores)")
+        print("direct = vLLM itself (rows 'vLLM') or the fast echo upstream (rows 'echo')")
         for r in [head, *rows]:
             print("  ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(r)))
     finally:
