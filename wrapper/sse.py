@@ -41,9 +41,15 @@ def event_data(event: bytes) -> bytes | None:
 
 
 def encode_piece(piece: str) -> bytes:
-    """One ``/chat`` text piece as an SSE event."""
-    if piece == "[DONE]":  # never confusable with the end marker: pieces only concatenate
-        return b"data: [DONE\n\ndata: ]\n\n"
+    """One ``/chat`` text piece as an SSE event (or several, which concatenate to it)."""
+    if "[DONE]" in piece:
+        # No line may ever read "data: [DONE]" except the end marker: split after "[DONE"
+        # (lossless, pieces only concatenate).
+        return b"".join(_encode(p) for p in piece.replace("[DONE]", "[DONE\x00]").split("\x00") if p)
+    return _encode(piece)
+
+
+def _encode(piece: str) -> bytes:
     if "\n" not in piece and "\r" not in piece:
         return b"data: " + piece.encode() + b"\n\n"
     text = piece.replace("\r\n", "\n").replace("\r", "\n")

@@ -179,6 +179,7 @@ def test_chat_simple_shape(fault_wrapper):
 @pytest.mark.parametrize(
     "text",
     ["plain words only", "two\nlines", "a\n\n\nb\n", " leading space", "\nstart", "[DONE]", "x[DONE]",
+     "say\n[DONE]\nnow [DONE][DONE]",
      "tab\tand \u00e9\u4e2d\U0001f600 emoji", "crlf\r\nline"],
 )
 def test_chat_stream_encoding_round_trips(fault_wrapper, text):
@@ -189,6 +190,7 @@ def test_chat_stream_encoding_round_trips(fault_wrapper, text):
     assert r.headers["content-type"] == "text/event-stream; charset=utf-8"
     assert r.text.endswith("data: [DONE]\n\n")
     assert decode_chat_stream(r.text) == text.replace("\r\n", "\n")
+    assert r.text.count("data: [DONE]\n") == 1  # only the end marker, whatever the text
     if "\n" not in text and "\r" not in text and "[DONE]" not in text:
         # The old clients' way: print(line[6:]) for each data line.
         old = "".join(line[6:] for line in r.text.splitlines() if line.startswith("data: "))
