@@ -106,7 +106,7 @@ def cluster():
 
 def test_requests_wake_the_gpu_are_held_and_served_and_idle_puts_it_back_to_zero(cluster) -> None:
     api, pod, wrapper = cluster
-    a = wrapper(wake_timeout=20)  # holds requests while vLLM wakes
+    a = wrapper(wake_timeout=90)  # holds requests while vLLM wakes
     b = wrapper(wake_timeout=0)  # answers 503 + Retry-After at once (and still wakes it)
     wait_for(lambda: state(a) == state(b) == "scaled_to_zero", 10, "both wrappers to see zero replicas")
     assert httpx.get(a.url + "/health").json()["vllm_available"] is False
@@ -117,7 +117,7 @@ def test_requests_wake_the_gpu_are_held_and_served_and_idle_puts_it_back_to_zero
     # 1. A request on a sleeping GPU is held through the wake and served.
     api.requests.clear()
     t0 = time.monotonic()
-    r = httpx.post(a.base_url + "/chat/completions", json={"model": "fake-echo", "messages": MSG}, timeout=30)
+    r = httpx.post(a.base_url + "/chat/completions", json={"model": "fake-echo", "messages": MSG}, timeout=120)
     held = time.monotonic() - t0
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["message"]["content"] == "hello there"
@@ -129,7 +129,9 @@ def test_requests_wake_the_gpu_are_held_and_served_and_idle_puts_it_back_to_zero
     assert patches[0].body["metadata"]["annotations"][ANNOTATION]
     assert patches[1].body["spec"] == {"replicas": 1}
     assert [p.path for p in patches[2:]] == [STS] * len(patches[2:])
-    assert len(patches[2:]) <= held / (IDLE / 4) + 1
+    # (a 409 is a stale resourceVersion retried at once: the pod's status updates cause them)
+    assert len([p for p in patches[2:] if p.status == 200]) <= held / (IDLE / 4) + 1
+    assert {p.status for p in patches} <= {200, 409}
     assert all(p.query == {"fieldManager": "vllm-wrapper"} for p in patches)
     assert state(a) == "ready"
     wait_for(lambda: httpx.get(a.url + "/health").json()["vllm_available"], 5, "/health to see vLLM")
@@ -150,8 +152,8 @@ def test_requests_wake_the_gpu_are_held_and_served_and_idle_puts_it_back_to_zero
     assert stamp is not None and abs(stamp - time.time()) < 3
     writes = [x for x in api.requests if x.method == "PATCH" and x.path == STS]
     # Bounded: one write per publishing interval (IDLE / 4) at most, from the one busy wrapper.
-    assert all(x.status == 200 for x in writes)
-    assert len(writes) <= (time.monotonic() - t0) / (IDLE / 4) + 1
+    assert {x.status for x in writes} <= {200, 409}
+    assert len([x for x in writes if x.status == 200]) <= (time.monotonic() - t0) / (IDLE / 4) + 1
 
     # 3. Quiet: one wrapper scales it to zero after the idle timeout, and the pod goes away.
     wait_for(lambda: api.replicas == 0, IDLE + 6, "the idle scale-down")
@@ -166,13 +168,12 @@ def test_requests_wake_the_gpu_are_held_and_served_and_idle_puts_it_back_to_zero
     assert metric(a, "vllm_wrapper_scale_downs_total") + metric(b, "vllm_wrapper_scale_downs_total") == 1
 
     # 4. With holding disabled: 503 + Retry-After at once, and the wake starts anyway ...
-    t0 = time.monotonic()
     r = httpx.post(b.url + "/chat", json={"messages": MSG}, timeout=10)
     assert r.status_code == 503 and r.headers["retry-after"] == "10", r.text
     assert r.json()["error"]["code"] == "model_waking"
-    assert time.monotonic() - t0 < LOAD_SECONDS
+    assert pod.starts == 1  # answered before the wake it started could finish: not held
     # ... and a streamed request on the other wrapper is held until the same wake finishes.
-    with httpx.stream("POST", a.base_url + "/chat/completions", timeout=30,
+    with httpx.stream("POST", a.base_url + "/chat/completions", timeout=120,
                       json={"model": "fake-echo", "messages": MSG, "stream": True}) as s:
         assert s.status_code == 200
         body = "".join(s.iter_text())
