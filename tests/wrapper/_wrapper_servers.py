@@ -41,7 +41,7 @@ class Proc:
         full_env.update(env or {})
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # generous: the CI box may be very busy
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{cmd} exited with {self.proc.returncode}:\n{self.log()}")
