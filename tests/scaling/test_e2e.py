@@ -5,6 +5,7 @@ StatefulSet goes to 1 replica and STOPS when it goes to 0 (readyReplicas follows
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -40,7 +41,7 @@ class Pod:
         with self.lock:
             if new >= 1 and self.proc is None:
                 time.sleep(LOAD_SECONDS)
-                self.proc = Proc([__import__("sys").executable, str(UPSTREAM), "--port", str(self.port),
+                self.proc = Proc([sys.executable, str(UPSTREAM), "--port", str(self.port),
                                   "--api-key", KEY], self.port, ready="/_stats")
                 self.starts += 1
                 self.api.set_ready(1)  # the readiness probe passes

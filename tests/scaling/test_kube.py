@@ -3,7 +3,6 @@ paths, verbs, patch content types, resourceVersion preconditions, Status errors,
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import subprocess
 from pathlib import Path
