@@ -5,6 +5,7 @@ Pure ASGI (not ``BaseHTTPMiddleware``) because it sits on every request's hot pa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -101,9 +102,12 @@ class GatewayMiddleware:
                 # dependency machinery (their schema is still declared on the FastAPI app).
                 try:
                     raw = await read_body(receive, self.max_body)
-                    response = await self.fast[path](raw, rid_s)
+                    response = await self._until_disconnect(self.fast[path](raw, rid_s), receive)
                 except APIError as exc:
                     response = exc.response()
+                if response is None:  # the client left: the upstream call was cancelled
+                    status = 499
+                    return
                 await response(scope, receive, send_)
             else:
                 await self.app(scope, self._limited(receive) if length is None else receive, send_)
@@ -116,6 +120,34 @@ class GatewayMiddleware:
             self.metrics.observe(path, method, status, elapsed)
             if access_log.enabled():
                 access_log.write(rid_s, method, path, status, round(elapsed * 1000, 3))
+
+    @staticmethod
+    async def _until_disconnect(call: Awaitable[Response], receive) -> Response | None:
+        """Await ``call``; if the client disconnects first, cancel it and return None.
+
+        Cancelling drops the upstream connection, so vLLM aborts a non-streamed generation
+        nobody will read (streams have their own watcher in ``UpstreamStream``).
+        """
+        task = asyncio.current_task()
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            task.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            return await call
+        except asyncio.CancelledError:
+            if gone:
+                task.uncancel()
+                return None
+            raise
+        finally:
+            watcher.cancel()
 
     def _too_large(self) -> APIError:
         return APIError(413, f"request body larger than {self.max_body} bytes", code="request_too_large")

@@ -234,6 +234,19 @@ def test_client_disconnect_cancels_upstream(fault_wrapper, faults, path):
     assert _metric(fault_wrapper, "vllm_wrapper_streams_in_flight") == 0
 
 
+def test_client_leaving_a_non_streamed_call_cancels_upstream(fault_wrapper, faults):
+    faults.control(header_delay=2.5)
+    for path in ("/v1/chat/completions", "/v1/completions"):
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(fault_wrapper.url + path, json={"messages": MSG, "prompt": "x"}, timeout=0.5)
+    deadline = time.monotonic() + 2
+    while faults.stats()["cancelled_requests"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert faults.stats()["cancelled_requests"] == 2
+    text = httpx.get(fault_wrapper.url + "/metrics").text
+    assert 'vllm_wrapper_requests_total{method="POST",route="/v1/completions",status="499"} 1.0' in text
+
+
 def test_raw_socket_disconnect_before_response(fault_wrapper, faults):
     faults.control(header_delay=0.5)
     body = b'{"messages":[{"role":"user","content":"hi"}],"stream":true}'

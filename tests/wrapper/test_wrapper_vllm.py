@@ -212,6 +212,16 @@ def test_client_disconnect_cancels_generation(slow_vllm, slow_vllm_wrapper, path
     assert generated < 300, generated  # 1500 would take ~40 s; it stopped within moments
 
 
+def test_client_leaving_a_non_streamed_request_cancels_generation(slow_vllm, slow_vllm_wrapper):
+    assert _wait_idle(slow_vllm) == 0
+    before = slow_vllm.metrics().get("vllm:generation_tokens_total", 0.0)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(slow_vllm_wrapper.base_url + "/chat/completions", timeout=1.0,
+                   json={"messages": MSG, "max_tokens": 1500, "temperature": 0, "ignore_eos": True})
+    assert _wait_idle(slow_vllm) == 0
+    assert slow_vllm.metrics().get("vllm:generation_tokens_total", 0.0) - before < 300
+
+
 def test_timeout_is_504_and_aborts_generation(slow_vllm):
     w = Wrapper(slow_vllm.base_url, api_key=slow_vllm.api_key, timeout=1)
     try:

@@ -46,7 +46,7 @@ class State:
     def __init__(self) -> None:
         self.cfg = dict(DEFAULTS)
         self.stats = {"requests": 0, "active_streams": 0, "cancelled_streams": 0, "completed_streams": 0,
-                      "health_checks": 0}
+                      "health_checks": 0, "cancelled_requests": 0}
         self.last: dict = {}
 
 
@@ -107,7 +107,11 @@ def make_app(api_key: str | None) -> web.Application:
             request.transport.close()
             raise asyncio.CancelledError  # no answer at all
         if st.cfg["header_delay"]:
-            await asyncio.sleep(st.cfg["header_delay"])
+            try:
+                await asyncio.sleep(st.cfg["header_delay"])
+            except asyncio.CancelledError:  # the caller went away (handler_cancellation)
+                st.stats["cancelled_requests"] += 1
+                raise
         if st.cfg["fail_count"] > 0:
             st.cfg["fail_count"] -= 1
             headers = {"Retry-After": str(st.cfg["retry_after"])} if st.cfg["retry_after"] else None
