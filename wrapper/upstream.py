@@ -69,6 +69,7 @@ class Upstream:
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # no cookies from the model server: skip the jar work
         )
 
     async def close(self) -> None:
