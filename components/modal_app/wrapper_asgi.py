@@ -46,7 +46,9 @@ def build_wrapper_app(spec: AppSpec, vllm_url: str | None, gpu_runners: GpuRunne
     os.environ.update(wrapper_environment(spec, vllm_url))
     module_name, factory_name = WRAPPER_FACTORY.split(":")
     factory = getattr(importlib.import_module(module_name), factory_name)
-    app = factory()
+    gateway = factory()
+    # create_app() returns the wrapper's ASGI gateway; its routes live on the FastAPI app inside.
+    app = getattr(gateway, "app", gateway)
     version = getattr(importlib.import_module(WRAPPER_PACKAGE), "__version__", "unknown")
 
     async def info() -> dict[str, Any]:
@@ -58,7 +60,7 @@ def build_wrapper_app(spec: AppSpec, vllm_url: str | None, gpu_runners: GpuRunne
     if gpu_runners is not None and wrapper_health is not None:
         health = _health_without_waking(spec, wrapper_health, gpu_runners)
         _override(app, "/health", health, "Wrapper and model-server health")
-    return app
+    return gateway
 
 
 def _endpoint(routes: list[Any], path: str) -> Callable[[], Awaitable[Any]] | None:
