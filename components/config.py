@@ -26,6 +26,7 @@ from pydantic.alias_generators import to_camel
 
 from components import catalog
 from components.fit import FitReport, check_fit
+from components.secret_args import secret_flag
 
 PROJECT = "vllm-deploy"
 SECRET_KEYS = ("hfToken", "vllmApiKey", "wrapperApiKey")
@@ -166,9 +167,9 @@ class VllmConfig(Section):
     @classmethod
     def _no_secrets_in_args(cls, args: list[str]) -> list[str]:
         for arg in args:
-            if arg.split("=", 1)[0] in ("--api-key", "--hf-token"):
+            if flag := secret_flag(arg):
                 raise ValueError(
-                    f"{arg.split('=', 1)[0]} must not be passed as an argument (it would show in "
+                    f"{flag} must not be passed as an argument (it would show in "
                     "`ps` and in the pod spec); set the vllmApiKey / hfToken secrets instead"
                 )
         return args

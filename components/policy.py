@@ -10,9 +10,9 @@ import re
 from collections.abc import Callable, Iterator
 
 from components.manifests import Manifest
+from components.secret_args import secret_flag
 
 _SECRET_NAME = re.compile(r"(^|_)(KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
-_SECRET_FLAG = re.compile(r"^--?(api-key|hf-token|token|password)(=|$)")
 _LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component")
 _WORKLOADS = ("Deployment", "StatefulSet")
 
@@ -66,8 +66,8 @@ def secrets_by_reference(objects: list[Manifest]) -> list[str]:
     found = []
     for where, c in _containers(objects):
         for arg in [*c.get("command", []), *c.get("args", [])]:
-            if _SECRET_FLAG.match(str(arg)):
-                found.append(f"{where}: secret flag {str(arg).split('=')[0]} in the container's command line")
+            if flag := secret_flag(arg):
+                found.append(f"{where}: secret flag {flag} in the container's command line")
         for env in c.get("env", []):
             if _SECRET_NAME.search(env["name"]) and "value" in env:
                 found.append(f"{where}: {env['name']} set as a plain value, not from a Secret")

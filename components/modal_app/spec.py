@@ -19,6 +19,8 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
+from components.secret_args import secret_flag
+
 if TYPE_CHECKING:  # the deploying side only
     from components.config import StackConfig
 
@@ -39,11 +41,7 @@ SECRET_ENV_KEYS = (
     "VLLM_API_KEY",  # vLLM reads its --api-key from here; the wrapper sends it upstream
     "VLLM_WRAPPER_API_KEY",  # Bearer key clients send to the wrapper ("" = open)
 )
-WRAPPER_REQUIREMENT_NAMES = (
-    "fastapi", "uvicorn", "uvloop", "httptools", "aiohttp", "pydantic-settings", "prometheus-client", "orjson",
-)  # fmt: skip
 _APP_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
-_SECRET_ARGS = ("--api-key", "--hf-token")
 
 
 class SpecError(ValueError):
@@ -94,8 +92,8 @@ class AppSpec:
         if self.scaledown_window is None and self.min_containers < 1:
             problems.append("always on (no idle timeout) needs min_containers ≥ 1")
         for arg in self.vllm_args:
-            if arg.split("=", 1)[0] in _SECRET_ARGS:
-                raise SpecError(f"{arg.split('=', 1)[0]} must not be a command-line argument (secrets come from env)")
+            if flag := secret_flag(arg):
+                raise SpecError(f"{flag} must not be a command-line argument (secrets come from env)")
         if self.architecture == "autoscale" and not self.wrapper_requirements:
             problems.append("autoscale needs the wrapper's requirements")
         if problems:

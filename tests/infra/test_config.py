@@ -58,6 +58,7 @@ def test_dev_releases_its_gpu_after_fifteen_idle_minutes_and_prod_never() -> Non
         ({"model": {"id": "m"}, "vllm": {"image": "vllm/vllm-openai:latest"}}, "vllm.image: 'vllm/vllm-openai:latest' is not pinned"),
         ({"model": {"id": "m"}, "vllm": {"image": "vllm/vllm-openai"}}, "vllm.image: 'vllm/vllm-openai' is not pinned"),
         ({"model": {"id": "m"}, "vllm": {"extraArgs": ["--api-key=abc"]}}, "vllm.extraArgs: --api-key must not be passed as an argument"),
+        ({"model": {"id": "m"}, "vllm": {"extraArgs": ["--api_key", "abc"]}}, "vllm.extraArgs: --api-key must not be passed as an argument"),
         ({"model": {"id": "m"}, "vllm": {"gpuMemoryUtilization": 1.5}}, "vllm.gpuMemoryUtilization: Input should be less than or equal to 0.99"),
         ({"model": {"id": "m"}, "wrapper": {"replicas": {"min": 4, "max": 2}}}, "wrapper.replicas: max (2) must be ≥ min (4)"),
         ({"model": {"id": "m"}, "kubernetes": {"namespace": "Bad_NS"}}, "kubernetes.namespace: String should match pattern"),
