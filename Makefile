@@ -1,15 +1,19 @@
 # Two commands on a fresh machine:  `make test`  and  `make up` (the `local` stack on your kube context).
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STACK  ?= local
 export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
+# The laptop default for the local backend: no passphrase. Set it for anything shared.
+export PULUMI_CONFIG_PASSPHRASE ?=
 
 .PHONY: install test up preview destroy render
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[wrapper,modal,dev]' 2>&1 | grep -v '^WARNING: Location' || true
+	$(VENV)/bin/pip install -q -e '.[wrapper,modal,dev]' 2>&1 | { grep -v '^WARNING: Location' || true; }
 	touch $@
 
 install: $(VENV)/.installed

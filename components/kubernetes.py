@@ -6,6 +6,7 @@ so `pulumi up` and `vllm-deploy render` cannot disagree.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pulumi
@@ -50,6 +51,18 @@ def declare(obj: Manifest, opts: pulumi.ResourceOptions) -> pulumi.CustomResourc
     cls = _CLASSES[(obj["apiVersion"], obj["kind"])]
     kwargs = {_FIELDS[k]: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
     return cls(resource_name(obj), **kwargs, opts=opts)
+
+
+def secret_digest(secret_values: dict[str, pulumi.Output[str] | None]) -> pulumi.Output[str]:
+    """A digest of the secret values, not itself secret, so rotating a key rolls the pods that
+    read it (env from secretKeyRef is fixed when a container starts) while diffs stay readable."""
+    present = {k: v for k, v in sorted(secret_values.items()) if v is not None}
+
+    def digest(values: list[str]) -> str:
+        text = "\0".join(f"{k}={v}" for k, v in zip(present, values))
+        return hashlib.sha256(f"vllm-deploy\0{text}".encode()).hexdigest()
+
+    return pulumi.Output.unsecret(pulumi.Output.all(*present.values()).apply(digest))
 
 
 def rollout_timeouts(config: StackConfig) -> pulumi.CustomTimeouts:
@@ -113,17 +126,24 @@ class KubernetesDeployment(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("vllm-deploy:kubernetes:Deployment", name, None, opts)
-        objects = manifests.build(config, secret_values)
-        child = pulumi.ResourceOptions(parent=self)
+        objects = manifests.build(config, secret_values, secret_digest(secret_values))
+        # A stack that names a kube context deploys there, not to whatever context is current.
+        self.provider = (
+            k8s.Provider(f"{name}-k8s", context=config.kubernetes.context, opts=pulumi.ResourceOptions(parent=self))
+            if config.kubernetes.context
+            else None
+        )
+        providers = [self.provider] if self.provider else None
+        child = pulumi.ResourceOptions(parent=self, provider=self.provider)
         depends: list[pulumi.Resource] = []
         if objects.namespace:
             self.namespace = declare(objects.namespace, child)
             depends.append(self.namespace)
-        in_namespace = pulumi.ResourceOptions(parent=self, depends_on=depends)
+        in_namespace = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=depends)
         self.secret = declare(objects.secret, pulumi.ResourceOptions.merge(
             in_namespace, pulumi.ResourceOptions(additional_secret_outputs=["data", "stringData"])
         ))
-        after_secret = pulumi.ResourceOptions(parent=self, depends_on=[*depends, self.secret])
+        after_secret = pulumi.ResourceOptions(parent=self, providers=providers, depends_on=[*depends, self.secret])
         self.vllm = VllmServer(f"{name}-vllm", config, objects.vllm, after_secret)
         self.wrapper = Wrapper(f"{name}-wrapper", config, [*objects.scaler, *objects.wrapper], after_secret)
 

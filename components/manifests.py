@@ -18,6 +18,7 @@ from components.config import StackConfig
 VLLM_PORT = 8000
 CACHE_MOUNT = "/models"
 REDACTED = "<redacted>"
+SECRET_DIGEST = "checksum/secrets"
 PRESTOP_SLEEP_SECONDS = 10
 STARTUP_PROBE_PERIOD_SECONDS = 10
 # Assumed when no startupTimeout is set: a cold pull from the hub at 100 MiB/s, loading at
@@ -280,7 +281,7 @@ def _gpu_placement(config: StackConfig) -> Manifest:
     return {"nodeSelector": dict(node_selector), "tolerations": tolerations}
 
 
-def vllm_statefulset(config: StackConfig) -> Manifest:
+def vllm_statefulset(config: StackConfig, secret_digest: Any = REDACTED) -> Manifest:
     n = names(config)
     budget = startup_budget_seconds(config)
     cache_claim: Manifest = {
@@ -338,7 +339,7 @@ def vllm_statefulset(config: StackConfig) -> Manifest:
             "persistentVolumeClaimRetentionPolicy": {"whenScaled": "Retain", "whenDeleted": "Retain"},
             "selector": {"matchLabels": selector(config, "vllm")},
             "template": {
-                "metadata": {"labels": labels(config, "vllm")},
+                "metadata": {"labels": labels(config, "vllm"), "annotations": {SECRET_DIGEST: secret_digest}},
                 "spec": {
                     "automountServiceAccountToken": False,
                     "terminationGracePeriodSeconds": termination_grace_seconds(config),
@@ -409,7 +410,7 @@ def wrapper_env(config: StackConfig) -> list[Manifest]:
     return env
 
 
-def wrapper_deployment(config: StackConfig) -> Manifest:
+def wrapper_deployment(config: StackConfig, secret_digest: Any = REDACTED) -> Manifest:
     n, w = names(config), config.wrapper
     pod_spec: Manifest = {
         "securityContext": {
@@ -459,7 +460,10 @@ def wrapper_deployment(config: StackConfig) -> Manifest:
             "replicas": w.replicas.min,
             "selector": {"matchLabels": selector(config, "wrapper")},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"metadata": {"labels": labels(config, "wrapper")}, "spec": pod_spec},
+            "template": {
+                "metadata": {"labels": labels(config, "wrapper"), "annotations": {SECRET_DIGEST: secret_digest}},
+                "spec": pod_spec,
+            },
         },
     }
 
@@ -543,8 +547,13 @@ def scaler_rbac(config: StackConfig) -> list[Manifest]:
     ]
 
 
-def build(config: StackConfig, secret_values: dict[str, Any] | None = None) -> StackManifests:
-    """All objects of a Kubernetes stack. Without `secret_values`, Secret data is REDACTED."""
+def build(
+    config: StackConfig, secret_values: dict[str, Any] | None = None, secret_digest: Any = REDACTED
+) -> StackManifests:
+    """All objects of a Kubernetes stack. Without `secret_values`, Secret data is REDACTED.
+
+    `secret_digest` goes on the pod templates (`checksum/secrets`) so a rotated key restarts them.
+    """
     if secret_values is None:
         secret_values = {k: REDACTED for k in config.secrets_present}
     n = names(config)
@@ -552,13 +561,13 @@ def build(config: StackConfig, secret_values: dict[str, Any] | None = None) -> S
         namespace=namespace(config) if config.kubernetes.create_namespace else None,
         secret=secret(config, secret_values),
         vllm=[
-            vllm_statefulset(config),
+            vllm_statefulset(config, secret_digest),
             _service(config, n.headless, "vllm", VLLM_PORT, headless=True),
             _service(config, n.vllm, "vllm", VLLM_PORT),
             vllm_network_policy(config),
         ],
         wrapper=[
-            wrapper_deployment(config),
+            wrapper_deployment(config, secret_digest),
             _service(config, n.wrapper, "wrapper", config.wrapper.port),
             wrapper_hpa(config),
             wrapper_pdb(config),

@@ -23,6 +23,9 @@ class Declared:
     typ: str
     name: str
     inputs: dict[str, Any]
+    provider: str | None = None  # the provider reference (URN::id) the engine would use
+    # Options as the program passed them (mocks don't see options; a stack transformation does).
+    opts: pulumi.ResourceOptions | None = None
 
     @property
     def kind(self) -> str:
@@ -40,8 +43,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.declared: list[Declared] = []
 
+        self.options: dict[tuple[str, str], pulumi.ResourceOptions] = {}
+
+    def record_options(self, args: pulumi.ResourceTransformationArgs) -> None:
+        self.options[(args.type_, args.name)] = args.opts
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
-        self.declared.append(Declared(args.typ, args.name, dict(args.inputs)))
+        opts = self.options.get((args.typ, args.name))
+        self.declared.append(Declared(args.typ, args.name, dict(args.inputs), args.provider or None, opts))
         return f"{args.name}-id", dict(args.inputs)
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:
@@ -74,6 +83,7 @@ def run_program(
 
     @pulumi.runtime.test
     def run() -> None:
+        pulumi.runtime.register_stack_transformation(mocks.record_options)
         program.main()
 
     run()
