@@ -17,7 +17,7 @@ GIB = 1024**3
 @dataclass(frozen=True)
 class Gpu:
     name: str  # the name a stack uses, and Modal's GPU string
-    memory_gib: float
+    memory_gib: float  # what nvidia-smi reports (MiB / 1024), not the marketing GB
     # The label NVIDIA's GPU feature discovery puts on nodes (`nvidia.com/gpu.product`).
     node_product: str
 
@@ -27,13 +27,13 @@ GPUS: dict[str, Gpu] = {
     for gpu in (
         Gpu("A100-80GB", 80, "NVIDIA-A100-SXM4-80GB"),
         Gpu("A100-40GB", 40, "NVIDIA-A100-SXM4-40GB"),
-        Gpu("H100", 80, "NVIDIA-H100-80GB-HBM3"),
-        Gpu("H200", 141, "NVIDIA-H200"),
-        Gpu("B200", 180, "NVIDIA-B200"),
-        Gpu("L40S", 48, "NVIDIA-L40S"),
-        Gpu("A10G", 24, "NVIDIA-A10G"),
-        Gpu("L4", 24, "NVIDIA-L4"),
-        Gpu("T4", 16, "Tesla-T4"),
+        Gpu("H100", 79.6, "NVIDIA-H100-80GB-HBM3"),
+        Gpu("H200", 140.4, "NVIDIA-H200"),
+        Gpu("B200", 179.1, "NVIDIA-B200"),
+        Gpu("L40S", 45.0, "NVIDIA-L40S"),
+        Gpu("A10G", 22.5, "NVIDIA-A10G"),
+        Gpu("L4", 22.5, "NVIDIA-L4"),
+        Gpu("T4", 15.0, "Tesla-T4"),
     )
 }
 

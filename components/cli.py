@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from components import manifests
+from components import manifests, policy
 from components.config import ConfigError, StackConfig
 from components.stackfile import STACKS_DIR, load_stack
 
@@ -59,6 +59,12 @@ def check(stack: StackArg, stacks_dir: StacksDir = STACKS_DIR) -> None:
         )
     if config.target == "kubernetes":
         typer.echo(f"  startup budget: {manifests.startup_budget_seconds(config) // 60} min")
+        found = policy.violations(manifests.build(config).all())
+        typer.echo(f"  policy: {'ok' if not found else f'{len(found)} violation(s)'}")
+        for violation in found:
+            typer.echo(f"    {violation}")
+        if found:
+            raise typer.Exit(1)
     idle = f"after {config.idle_timeout} s idle" if config.scales_to_zero else "never (always on)"
     typer.echo(f"  scale to zero: {idle}")
 

@@ -56,6 +56,9 @@ def helm_values(config: StackConfig, secrets: SecretsMode = "existing") -> dict[
     kubernetes["cache"] = kubernetes.get("cache", {}) | {"size": manifests.cache_size(config)}
     if secrets == "existing":
         secret_values: dict[str, Any] = {"create": False, "existingSecret": n.secret}
+        # The Secret is created before the release, so its namespace must already exist;
+        # Helm would refuse to adopt a Namespace it did not create.
+        kubernetes["createNamespace"] = False
     elif secrets == "placeholders":
         secret_values = {"create": True, **{key: REDACTED for key in sorted(config.secrets_present)}}
     else:
@@ -81,12 +84,13 @@ def values_yaml(config: StackConfig, secrets: SecretsMode = "existing", stack: s
         "# kubernetes.releaseName and kubernetes.namespace pin that release name and namespace.",
     ]
     if secrets == "existing":
-        required = ["VLLM_API_KEY=<key>"] + (["HF_TOKEN=<token>"] if config.model.gated else [])
-        literals = " ".join(f"--from-literal={pair}" for pair in required)
+        keys = ["VLLM_API_KEY"] + (["HF_TOKEN"] if config.model.gated else [])
         head += [
-            f"# Secrets stay out of values: create the Secret {n.secret} first, e.g.",
-            f"#   kubectl create secret generic {n.secret} -n {n.namespace} {literals}",
-            "# (add VLLM_WRAPPER_API_KEY=<key> to make clients send a Bearer key).",
+            f"# Secrets stay out of values: create the namespace and the Secret {n.secret} first,",
+            "# from a file of KEY=value lines (never type keys on a command line), e.g.",
+            f"#   kubectl create namespace {n.namespace}",
+            f"#   kubectl create secret generic {n.secret} -n {n.namespace} --from-env-file=secrets.env",
+            f"# with {', '.join(keys)} in secrets.env (add VLLM_WRAPPER_API_KEY to make clients send a Bearer key).",
         ]
     else:
         head.append(f"# secrets.* hold {REDACTED!r} placeholders: replace them before installing.")

@@ -40,7 +40,9 @@ def test_values_file_says_how_to_install_it_and_where_secrets_go(stacks):
     result = run("k8s", "--stacks-dir", str(stacks))
     assert result.exit_code == 0, result.output
     assert "# helm upgrade --install chat charts/vllm-deploy -n team-a -f values.yaml" in result.stdout
-    assert "kubectl create secret generic chat-secrets -n team-a --from-literal=VLLM_API_KEY=<key>" in result.stdout
+    assert "kubectl create namespace team-a" in result.stdout
+    assert "kubectl create secret generic chat-secrets -n team-a --from-env-file=secrets.env" in result.stdout
+    assert "--from-literal" not in result.stdout
     values = yaml.safe_load(result.stdout)
     assert values["idleTimeout"] == 600
     assert values["secrets"] == {"create": False, "existingSecret": "chat-secrets"}

@@ -61,3 +61,4 @@ def test_check_explains_fit_and_startup_budget() -> None:
     assert result.returncode == 0, result.stderr
     assert "fit: 137.0 GiB needed of 152.0 GiB (2 × A100-80GB at 0.95); tensor parallel 2" in result.stdout
     assert "startup budget: 30 min" in result.stdout
+    assert "policy: ok" in result.stdout
