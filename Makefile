@@ -8,7 +8,9 @@ export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
 # The laptop default for the local backend: no passphrase. Set it for anything shared.
 export PULUMI_CONFIG_PASSPHRASE ?=
 
-.PHONY: install test up preview destroy render
+WRAPPER_IMAGE ?= ghcr.io/vllm-deploy/wrapper:0.1.0
+
+.PHONY: install test up preview destroy render image
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -38,3 +40,7 @@ preview: install
 
 destroy:
 	pulumi destroy --stack $(STACK)
+
+# The wrapper's image, as the release workflow builds it (needs a Docker engine).
+image:
+	docker build -f wrapper/Dockerfile -t $(WRAPPER_IMAGE) .
