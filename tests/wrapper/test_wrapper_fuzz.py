@@ -32,27 +32,35 @@ def test_fuzz_openapi_no_server_errors(fault_upstream, faults, tmp_path):
                 retry_backoff=0.01, timeout=5)
     try:
         assert httpx.get(w.url + "/openapi.json").status_code == 200
-        cmd = [
-            *_st(), "run", w.url + "/openapi.json",
-            "--checks", "not_a_server_error",
-            "--mode", "all",
-            "--max-examples", "30",
-            "--max-time", "30",
-            "--seed", "1234",
-            "--workers", "2",
-            "--request-timeout", "10",
-            "--phases", "examples,coverage,fuzzing",
-            "--header", f"Authorization: Bearer {key}",
-            "--no-color",
-            "--generation-database", "none",
-            "--suppress-health-check", "all",
-            "--warnings", "off",
-        ]
-        out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        def run(seed: int) -> subprocess.CompletedProcess:
+            cmd = [
+                *_st(), "run", w.url + "/openapi.json",
+                "--checks", "not_a_server_error",
+                "--mode", "all",
+                "--max-examples", "30",
+                "--max-time", "30",
+                "--seed", str(seed),
+                "--workers", "1",
+                "--request-timeout", "10",
+                "--phases", "examples,coverage,fuzzing",
+                "--header", f"Authorization: Bearer {key}",
+                "--no-color",
+                "--generation-database", "none",
+                "--suppress-health-check", "all",
+                "--warnings", "off",
+            ]
+            return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+        out = run(1234)
+        if out.returncode != 0 and "Runtime Error" in out.stdout and "Server error" not in out.stdout:
+            # A crash inside the generator itself (seen once: CPython 3.11's "AST constructor
+            # recursion depth mismatch" under hypothesis), not a finding: run once more.
+            print(out.stdout[-3000:])
+            out = run(4321)
         report = out.stdout[-6000:] + out.stderr[-2000:]
         print(report)
         assert out.returncode == 0, report
-        assert "not_a_server_error" in out.stdout or "passed" in out.stdout.lower(), report
+        assert "No issues found" in out.stdout, report
         served = sum('"wrapper.access"' in line for line in w.log().splitlines())
         assert served > 200, f"only {served} requests reached the wrapper"
         assert '"status":5' not in w.log().replace(" ", ""), "wrapper answered a 5xx during fuzzing"
