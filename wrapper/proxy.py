@@ -10,7 +10,7 @@ from .errors import APIError, normalize_error
 from .metrics import Metrics
 from .settings import Settings
 from .streaming import Relay, UpstreamStream
-from .upstream import DEFAULT_RETRY_AFTER, Upstream
+from .upstream import DEFAULT_RETRY_AFTER, Upstream, read_and_close
 
 
 async def read_body(receive, limit: int) -> bytes:
@@ -102,12 +102,7 @@ class Proxy:
         if stream:
             resp = await self.upstream.open_stream("/" + path, raw, rid)
             if resp.status != 200:
-                try:
-                    data = await resp.read()
-                except Exception:
-                    data = b""
-                finally:
-                    resp.close()
+                data = await read_and_close(resp)
                 return upstream_error(resp.status, data, resp.headers.get("Retry-After"))
             return UpstreamStream(resp, Relay(self.metrics, route), self.metrics)
         reply = await self.upstream.call("POST", "/" + path, raw, rid)

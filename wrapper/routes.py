@@ -13,7 +13,7 @@ from .metrics import Metrics
 from .proxy import Proxy, read_body, upstream_error
 from .settings import Settings
 from .streaming import UpstreamStream
-from .upstream import Upstream
+from .upstream import Upstream, read_and_close
 
 _ERROR = {
     "description": "OpenAI-style error",
@@ -146,12 +146,7 @@ def build_router(settings: Settings, upstream: Upstream, metrics: Metrics, proxy
                 resp = await upstream.open_stream("/chat/completions", raw, rid)
                 if resp.status == 200:
                     return UpstreamStream(resp, ChatRelay(metrics), metrics)
-                try:
-                    data = await resp.read()
-                except Exception:
-                    data = b""
-                finally:
-                    resp.close()
+                data = await read_and_close(resp)
                 status, retry_after = resp.status, resp.headers.get("Retry-After")
             else:
                 reply = await upstream.call("POST", "/chat/completions", raw, rid)

@@ -35,6 +35,16 @@ class Reply:
     retry_after: str | None = None
 
 
+async def read_and_close(resp: aiohttp.ClientResponse) -> bytes:
+    """The body of a stream the server refused (non-200), best effort; the socket is released."""
+    try:
+        return await resp.read()
+    except Exception:
+        return b""
+    finally:
+        resp.close()
+
+
 class Upstream:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -27,7 +27,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -37,6 +36,8 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+
+from tests.support.ports import free_port
 
 __all__ = [
     "REPO_ROOT",
@@ -123,12 +124,6 @@ def parse_metrics(text: str) -> dict[str, float]:
                 continue  # summing histogram buckets/quantiles means nothing
         out[name] = out.get(name, 0.0) + value
     return out
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
@@ -332,7 +327,7 @@ class VllmServer:
         tmp.mkdir()
         cache.mkdir()
         self.log_path = self.workdir / "server.log"
-        self.port = port or _free_port(self.host)
+        self.port = port or free_port(self.host)
         env = {
             **os.environ,
             "HF_HUB_OFFLINE": "1",
