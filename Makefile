@@ -4,9 +4,18 @@ SHELL := bash
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STACK  ?= local
-export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
-# The laptop default for the local backend: no passphrase. Set it for anything shared.
+# Pulumi's backend: yours when you have one (PULUMI_BACKEND_URL, or a `pulumi login`, which Pulumi
+# records in ~/.pulumi/credentials.json); only a machine with neither gets the local file backend.
+PULUMI_LOGGED_IN := $(shell python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("current") or "")' \
+	"$(or $(PULUMI_HOME),$(HOME)/.pulumi)/credentials.json" 2>/dev/null)
+ifeq ($(origin PULUMI_BACKEND_URL)$(PULUMI_LOGGED_IN),undefined)
+export PULUMI_BACKEND_URL := file://$(CURDIR)/.pulumi-state
+endif
+# No passphrase is the laptop default for the `local` stack only; .ci/pulumi-stack refuses any
+# other stack on the file backend without PULUMI_CONFIG_PASSPHRASE(_FILE) or a secrets provider.
+ifeq ($(STACK),local)
 export PULUMI_CONFIG_PASSPHRASE ?=
+endif
 
 WRAPPER_IMAGE ?= ghcr.io/vllm-deploy/wrapper:0.1.0
 
