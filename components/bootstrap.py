@@ -100,7 +100,7 @@ def make_plan(
     default_provider = "default" if url.startswith(PULUMI_CLOUD) else "passphrase"
     providers = dict.fromkeys(chosen, default_provider)
     for spec in provider_specs:
-        if "=" not in spec:  # one provider for every stack
+        if "://" in spec.partition("=")[0] or "=" not in spec:  # one provider for every stack
             providers = dict.fromkeys(chosen, spec)
             continue
         if pair := _split(spec, "--secrets-provider", problems):

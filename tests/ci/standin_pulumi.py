@@ -9,6 +9,7 @@ Installed as `pulumi` on PATH by `conftest.py`. Modelled on the Pulumi CLI 3.x (
 - `pulumi config set --secret KEY` with no value reads it from stdin and writes `KEY: {secure: …}`.
 - `pulumi config get KEY` exits non-zero when the key is not set.
 - `pulumi stack select NAME` exits non-zero when the backend has no such stack.
+$STANDIN_FAIL makes `preview`/`up` print it and fail, as the engine does on an error.
 The salt it writes says whether the passphrase was empty (EMPTY-PASSPHRASE), so a test can tell.
 Each call is a JSON line in $STANDIN_LOG: argv, cwd, the backend env and whether a passphrase was set;
 the backend's stacks live in $STANDIN_BACKEND (a JSON file).
@@ -126,7 +127,12 @@ def main() -> int:
             document.setdefault("config", {})[name] = {"secure": "v1:standin:" + fingerprint(stdin.rstrip("\n"))}
             path.write_text(yaml.safe_dump(document, sort_keys=False))
         case ["preview" | "up", *_]:
+            if failure := os.environ.get("STANDIN_FAIL"):  # what the engine printed, for a failing run
+                print(failure)
+                return 255
             print("Resources:\n    + 3 to create\n")
+        case ["stack", "output", "--json", *_]:
+            print(json.dumps({"openai_base_url": "http://vllm-wrapper.vllm-dev:8001/v1", "hf_token": "[secret]"}))
         case _:
             pass
     state_path.write_text(json.dumps(state))

@@ -132,3 +132,12 @@ def test_a_failed_login_stops_before_any_stack_is_touched(project: Project) -> N
     assert result.returncode == 1
     assert "`pulumi login s3://team-state/vllm` failed: error: NoCredentialProviders" in result.stderr
     assert project.changed() == []
+
+
+def test_one_kms_provider_for_every_stack_needs_no_passphrase(project: Project, tmp_path: Path) -> None:
+    kms = "awskms://alias/vllm?region=eu-west-1"  # its query has an '=', and it is still one provider
+    result = bootstrap(project, "--backend", "s3://team-state/vllm", "--secrets-provider", kms,
+                       "--secrets-dir", str(secret_files(tmp_path)))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert {project.stack_file(s)["secretsprovider"] for s in TEAM_STACKS} == {kms}
+    assert not any("encryptionsalt" in project.stack_file(s) for s in TEAM_STACKS)

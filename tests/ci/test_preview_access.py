@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import kubernetes_validate
+import pytest
 import yaml
 
 from components import manifests
@@ -76,3 +77,42 @@ def test_a_bootstrapped_stack_without_its_passphrase_or_kubeconfig_names_the_sec
                              KUBECONFIG=str(tmp_path / "kubeconfig"))  # fmt: skip
     assert code == 0, report
     assert report.startswith("### ✅ `preview` of `dev` (kubernetes) succeeded: + 3 to create")
+
+
+def bootstrapped(project: Project, tmp_path: Path) -> dict[str, str]:
+    project.seed_backend("dev")
+    doc = project.stack_file("dev") | {"encryptionsalt": "v1:standin:abc"}
+    (project.root / "stacks" / "Pulumi.dev.yaml").write_text(yaml.safe_dump(doc))
+    (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
+    return {"PULUMI_BACKEND_URL": "s3://team", "PULUMI_CONFIG_PASSPHRASE": "p", "KUBECONFIG": str(tmp_path / "kubeconfig")}
+
+
+# The engine's own words for each failure (pulumi-kubernetes' and the Pulumi CLI's messages).
+FAILURES = [
+    ('error: configmaps is forbidden: User "system:serviceaccount:vllm-deploy-ci:vllm-deploy-preview" cannot create',
+     "cluster access"),
+    ("error: configured Kubernetes cluster is unreachable: unable to load schema information", "cluster access"),
+    ("error: program failed: invalid stack config\nstack dev: vllmApiKey: required (vLLM is never left open)", "secret"),
+    ("error: constructing secrets manager of type \"passphrase\": incorrect passphrase", "secret"),
+    ("error: the stack is currently locked by 1 lock(s). Either wait for the other process(es) to end", "state lock"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("engine_says", "missing"), FAILURES, ids=[f[1] + ":" + f[0][7:30] for f in FAILURES])
+def test_a_failed_preview_is_named_from_the_engines_output(project: Project, tmp_path: Path, engine_says: str, missing: str) -> None:
+    env = bootstrapped(project, tmp_path)
+    code, report = pulumi_ci(project, tmp_path, "preview", "dev", **env, STANDIN_FAIL=engine_says)
+    assert code == 1
+    assert f"missing: **{missing}**" in report
+    assert engine_says.splitlines()[-1].split(": ", 1)[-1][:30] in report  # the evidence is quoted
+
+
+def test_an_up_writes_the_job_summary_with_the_outputs_and_secrets_masked(project: Project, tmp_path: Path) -> None:
+    env = bootstrapped(project, tmp_path)
+    summary = tmp_path / "summary.md"
+    code, report = pulumi_ci(project, tmp_path, "up", "dev", **env, GITHUB_STEP_SUMMARY=str(summary), GITHUB_SHA="a" * 40)
+    assert code == 0
+    assert summary.read_text() == report
+    assert report.startswith("### ✅ `up` of `dev` (kubernetes) succeeded: + 3 to create\n\nCommit `aaaaaaaaaaaa`.")
+    assert '"hf_token": "[secret]"' in report
+    assert ["up", "--yes", "--diff", "--skip-preview", "--color", "never", "--stack", "dev"] in [c["argv"] for c in project.calls()]

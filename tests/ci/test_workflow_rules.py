@@ -121,9 +121,12 @@ def test_the_pinned_actions_are_the_shas_of_their_tags() -> None:
         "docker/login-action": ("4907a6ddec9925e35a0a9e82d7399ccc52663121", "v4.1.0"),
         "docker/build-push-action": ("53b7df96c91f9c12dcc8a07bcb9ccacbed38856a", "v7.3.0"),
     }
+    seen = set()
     for name, text in texts().items():
-        for action, sha, comment in re.findall(r"uses: ([\w-]+/[\w-]+)@([0-9a-f]{40}) # (v[\d.]+)", text):
+        for action, sha, comment in re.findall(r"uses: ([\w-]+/[\w-]+)(?:/[\w/-]+)?@([0-9a-f]{40}) # (v[\d.]+)", text):
             assert tags[action] == (sha, comment), f"{name}: {action}"
+            seen.add(action)
+    assert seen == set(tags)
 
 
 def test_actionlint_finds_nothing() -> None:

@@ -30,7 +30,7 @@ def test_every_pull_request_gets_a_preview_of_every_stack_but_local_with_its_tar
     run = next(s for s in job["steps"] if s.get("name") == "pulumi preview")["run"]
     assert ".ci/pulumi-ci preview" in run
     comment = job["steps"][-1]
-    assert comment["if"] == "${{ !cancelled() }}" and ".ci/pr-comment" in comment["run"]  # failures too
+    assert comment["if"] == "${{ !cancelled() }}" and "python3 .ci/pr-comment" in comment["run"]  # failures too
 
 
 def test_the_tests_run_once_per_push_with_pip_and_the_vllm_venv_cached_on_their_pins() -> None:
@@ -40,9 +40,16 @@ def test_the_tests_run_once_per_push_with_pip_and_the_vllm_venv_cached_on_their_
     assert "download.pytorch.org/whl/cpu" in test["env"]["VLLM_PIP_EXTRA_ARGS"]
     setup = next(s for s in test["steps"] if s.get("uses", "").startswith("actions/setup-python@"))
     assert setup["with"]["cache"] == "pip"
-    caches = {s["with"]["path"]: s["with"]["key"] for s in test["steps"] if s.get("uses", "").startswith("actions/cache@")}
-    assert "hashFiles('.ci/install-vllm')" in caches[".venv-vllm"]
-    assert "steps.python.outputs.python-version" in caches[".venv-vllm"]
+    uses = [s.get("uses", "").split("@")[0] for s in test["steps"]]
+    restores = {s["with"]["path"]: s for s in test["steps"] if s.get("uses", "").startswith("actions/cache/restore@")}
+    saves = {s["with"]["path"]: s for s in test["steps"] if s.get("uses", "").startswith("actions/cache/save@")}
+    assert set(restores) == set(saves) == {".venv-vllm", ".venv-checkov"}
+    for pin, path in ((".ci/install-vllm", ".venv-vllm"), (".ci/install-checkov", ".venv-checkov")):
+        assert f"hashFiles('{pin}')" in restores[path]["with"]["key"]
+        assert "steps.python.outputs.python-version" in restores[path]["with"]["key"]
+        assert saves[path]["with"]["key"] == f"${{{{ steps.{restores[path]['id']}.outputs.cache-primary-key }}}}"
+    # Saved right after the install, before the tests: a red run still keeps a fresh install.
+    assert uses.index("actions/cache/save") < next(i for i, s in enumerate(test["steps"]) if s.get("run") == "bash .ci/run")
     # Deploy and release are called from here after `test`: no workflow runs the suite a second time.
     assert [j for j, job in ci["jobs"].items() if "steps" in job] == ["test"]
     assert {ci["jobs"][j]["uses"] for j in ("deploy", "release")} == {
