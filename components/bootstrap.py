@@ -129,7 +129,7 @@ def make_plan(
     for spec in secret_specs:
         if not (pair := _split(spec, "--secret", problems)):
             continue
-        target, path = pair
+        target, source = pair
         stack, _, key = target.rpartition(":")
         if key not in SECRET_KEYS:
             problems.append(f"--secret {spec!r}: {key!r} is not a secret of the stacks ({', '.join(SECRET_KEYS)})")
@@ -137,11 +137,11 @@ def make_plan(
         if stack and stack not in providers:
             problems.append(f"--secret {spec!r}: {stack} is not a stack being bootstrapped")
             continue
-        if path != STDIN and not Path(path).expanduser().is_file():
-            problems.append(f"--secret {spec!r}: no file {path}")
+        if source != STDIN and not Path(source).expanduser().is_file():
+            problems.append(f"--secret {spec!r}: no file {source}")
             continue
         for name in [stack] if stack else chosen:
-            sources[(name, key)] = path if path == STDIN else str(Path(path).expanduser())
+            sources[(name, key)] = source if source == STDIN else str(Path(source).expanduser())
     if sum(spec.endswith("=" + STDIN) for spec in secret_specs) > 1:
         problems.append("--secret …=-: stdin holds one value; give the others as files")
 
@@ -173,8 +173,9 @@ def _secret_value(source: str, stdin: Callable[[], str]) -> str:
 class Bootstrap:
     """Runs a checked Plan against the `pulumi` CLI."""
 
-    def __init__(self, plan: Plan, project_dir: Path, run: Runner = subprocess.run,
-                 stdin: Callable[[], str] = sys.stdin.read) -> None:  # fmt: skip
+    def __init__(
+        self, plan: Plan, project_dir: Path, run: Runner = subprocess.run, stdin: Callable[[], str] = sys.stdin.read
+    ) -> None:
         self.plan, self.project_dir, self._run, self._stdin = plan, project_dir, run, stdin
         self.stacks_dir = project_dir / "stacks"
         self._stdin_value: str | None = None
@@ -186,9 +187,17 @@ class Bootstrap:
             env["PULUMI_CONFIG_PASSPHRASE_FILE"] = str(self.plan.passphrase_files[stack])
         return env
 
-    def pulumi(self, *args: str, stack: str | None = None, value: str | None = None) -> subprocess.CompletedProcess[str]:
-        return self._run(["pulumi", "--non-interactive", *args], cwd=self.project_dir, env=self._env(stack),
-                         input=value or "", capture_output=True, text=True)  # fmt: skip  (never our stdin)
+    def pulumi(
+        self, *args: str, stack: str | None = None, value: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return self._run(
+            ["pulumi", "--non-interactive", *args],
+            cwd=self.project_dir,
+            env=self._env(stack),
+            input=value or "",
+            capture_output=True,
+            text=True,
+        )  # never our stdin
 
     def _stdin_once(self) -> str:
         if self._stdin_value is None:
@@ -219,8 +228,9 @@ class Bootstrap:
     def _stack(self, stack: str, exists: bool, outcome: Outcome) -> None:
         provider = self.plan.providers[stack]
         if exists:
-            outcome.lines.append(f"{stack}: exists (its secrets provider is kept; "
-                                 "`pulumi stack change-secrets-provider` changes it)")  # fmt: skip
+            outcome.lines.append(
+                f"{stack}: exists (its secrets provider is kept; `pulumi stack change-secrets-provider` changes it)"
+            )
         else:
             args = ["stack", "init", stack] + ([] if provider == "default" else ["--secrets-provider", provider])
             result = self.pulumi(*args, stack=stack)
@@ -257,35 +267,55 @@ class Bootstrap:
         if not value:
             outcome.problems.append(f"{stack}: {key} from {origin} is empty")
             return
-        result = self.pulumi("config", "set", "--secret", "--stack", stack, f"{PROJECT}:{key}", stack=stack, value=value)
+        result = self.pulumi(
+            "config", "set", "--secret", "--stack", stack, f"{PROJECT}:{key}", stack=stack, value=value
+        )
         if result.returncode != 0:
             outcome.problems.append(f"{stack}: setting {key} failed: {result.stderr.strip()}")
             return
         outcome.lines.append(f"{stack}: {key} set from {origin}")
 
 
+SECRET_HELP = "[STACK:]KEY=FILE, FILE '-' = stdin; KEY: hfToken, vllmApiKey, wrapperApiKey"
 ProviderOpt = Annotated[
-    list[str],
-    typer.Option("--secrets-provider", help="PROVIDER for every stack, or STACK=PROVIDER: passphrase, default "
-                 "(Pulumi Cloud), awskms://alias/NAME?region=R, gcpkms://…, azurekeyvault://…, hashivault://…"),
-]  # fmt: skip
+    list[str] | None,
+    typer.Option(
+        "--secrets-provider",
+        help="PROVIDER for every stack, or STACK=PROVIDER: passphrase, default "
+        "(Pulumi Cloud), awskms://alias/NAME?region=R, gcpkms://…, azurekeyvault://…, hashivault://…",
+    ),
+]
 
 
 def bootstrap_command(
-    backend: Annotated[str | None, typer.Option(help="The team's backend: s3://…, gs://…, azblob://…, "
-                                                f"{PULUMI_CLOUD} (default: $PULUMI_BACKEND_URL)")] = None,  # fmt: skip
-    stack: Annotated[list[str], typer.Option(help="Only these stacks (default: every stack file but local)")] = [],  # noqa: B006
-    secrets_provider: ProviderOpt = [],  # noqa: B006
-    passphrase_file: Annotated[list[str], typer.Option(help="STACK=PATH: that stack's passphrase")] = [],  # noqa: B006
-    secret: Annotated[list[str], typer.Option(help="[STACK:]KEY=FILE, FILE '-' = stdin; KEY: hfToken, vllmApiKey, wrapperApiKey")] = [],  # noqa: B006,E501
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help=f"The team's backend: s3://…, gs://…, azblob://…, {PULUMI_CLOUD} (default: $PULUMI_BACKEND_URL)"
+        ),
+    ] = None,
+    stack: Annotated[
+        list[str] | None, typer.Option(help="Only these stacks (default: every stack file but local)")
+    ] = None,
+    secrets_provider: ProviderOpt = None,
+    passphrase_file: Annotated[list[str] | None, typer.Option(help="STACK=PATH: that stack's passphrase")] = None,
+    secret: Annotated[list[str] | None, typer.Option(help=SECRET_HELP)] = None,
     secrets_dir: Annotated[Path | None, typer.Option(help="Read DIR/<stack>/<key> files")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite secrets that are already set")] = False,
     project_dir: Annotated[Path, typer.Option(help="The directory holding Pulumi.yaml")] = STACKS_DIR.parent,
 ) -> None:
-    """Once per team: create every stack in the shared backend, each with its own secrets provider, and set its secrets."""
+    """Once per team: create every stack in the shared backend with its own secrets provider; set its secrets."""
     try:
-        plan = make_plan(backend, stack, secrets_provider, passphrase_file, secret, secrets_dir, force,
-                         project_dir / "stacks")  # fmt: skip
+        plan = make_plan(
+            backend,
+            stack or [],
+            secrets_provider or [],
+            passphrase_file or [],
+            secret or [],
+            secrets_dir,
+            force,
+            project_dir / "stacks",
+        )
         outcome = Bootstrap(plan, project_dir).run()
     except BootstrapError as error:
         for problem in error.problems:
@@ -297,7 +327,8 @@ def bootstrap_command(
         typer.echo(f"error: {problem}", err=True)
     if outcome.changed_files:
         files = " ".join(str(p.relative_to(project_dir)) for p in outcome.changed_files)
-        typer.echo(f"commit them (salts, keys and encrypted secrets only): git add {files} && git commit -m 'Bootstrap stacks'")
+        typer.echo(
+            f"commit them (salts, keys and encrypted secrets only): git add {files} && git commit -m 'Bootstrap stacks'"
+        )
     if outcome.problems:
         raise typer.Exit(1)
-

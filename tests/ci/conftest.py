@@ -27,8 +27,14 @@ class Project:
     def env(self, **extra: str) -> dict[str, str]:
         """A clean environment: no Pulumi login, no passphrase, unless a test gives one."""
         keep = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "MAKE", "MFLAGS"))}
-        return {**keep, "PATH": f"{self.bin}{os.pathsep}{keep['PATH']}", "HOME": str(self.home),
-                "STANDIN_LOG": str(self.log), "STANDIN_BACKEND": str(self.backend), **extra}  # fmt: skip
+        return {
+            **keep,
+            "PATH": f"{self.bin}{os.pathsep}{keep['PATH']}",
+            "HOME": str(self.home),
+            "STANDIN_LOG": str(self.log),
+            "STANDIN_BACKEND": str(self.backend),
+            **extra,
+        }
 
     def calls(self) -> list[dict]:
         return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []

@@ -80,8 +80,11 @@ def main() -> int:
         elif provider == "passphrase":
             secret = passphrase()
             if secret is None:
-                print("error: passphrase must be set with PULUMI_CONFIG_PASSPHRASE or "
-                      "PULUMI_CONFIG_PASSPHRASE_FILE environment variables", file=sys.stderr)  # fmt: skip
+                print(
+                    "error: passphrase must be set with PULUMI_CONFIG_PASSPHRASE or "
+                    "PULUMI_CONFIG_PASSPHRASE_FILE environment variables",
+                    file=sys.stderr,
+                )
                 return 255
             document["encryptionsalt"] = "v1:standin:" + (EMPTY_MARK if secret == "" else fingerprint(secret))
         else:

@@ -16,8 +16,14 @@ WRAPPER_KEY = "wrapper-key-abcdef"
 
 
 def bootstrap(project: Project, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CLI, "bootstrap", "--project-dir", str(project.root), *args], input=stdin,
-                          env=project.env(**env), capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [CLI, "bootstrap", "--project-dir", str(project.root), *args],
+        input=stdin,
+        env=project.env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def secret_files(tmp_path: Path) -> Path:
@@ -31,15 +37,27 @@ def secret_files(tmp_path: Path) -> Path:
 
 def first_run(project: Project, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     return bootstrap(
-        project, "--backend", "s3://team-state/vllm",
-        "--secrets-provider", "dev=passphrase", "--secrets-provider", "modal-prod=awskms://alias/vllm-modal-prod",
-        "--passphrase-file", f"prod={tmp_path / 'passphrase-prod'}",
-        "--secrets-dir", str(secret_files(tmp_path)), "--secret", "prod:wrapperApiKey=-",
-        stdin=WRAPPER_KEY + "\n", PULUMI_CONFIG_PASSPHRASE="team dev passphrase",
-    )  # fmt: skip
+        project,
+        "--backend",
+        "s3://team-state/vllm",
+        "--secrets-provider",
+        "dev=passphrase",
+        "--secrets-provider",
+        "modal-prod=awskms://alias/vllm-modal-prod",
+        "--passphrase-file",
+        f"prod={tmp_path / 'passphrase-prod'}",
+        "--secrets-dir",
+        str(secret_files(tmp_path)),
+        "--secret",
+        "prod:wrapperApiKey=-",
+        stdin=WRAPPER_KEY + "\n",
+        PULUMI_CONFIG_PASSPHRASE="team dev passphrase",
+    )
 
 
-def test_first_run_creates_every_team_stack_with_its_own_provider_and_sets_its_secrets(project: Project, tmp_path: Path) -> None:
+def test_first_run_creates_every_team_stack_with_its_own_provider_and_sets_its_secrets(
+    project: Project, tmp_path: Path
+) -> None:
     result = first_run(project, tmp_path)
     assert result.returncode == 0, result.stderr
     calls = [c["argv"] for c in project.calls()]
@@ -65,7 +83,9 @@ def test_first_run_creates_every_team_stack_with_its_own_provider_and_sets_its_s
     assert "git add stacks/Pulumi." in result.stdout
 
 
-def test_secret_values_travel_on_stdin_only_and_never_reach_a_file_an_argument_or_the_output(project: Project, tmp_path: Path) -> None:
+def test_secret_values_travel_on_stdin_only_and_never_reach_a_file_an_argument_or_the_output(
+    project: Project, tmp_path: Path
+) -> None:
     result = first_run(project, tmp_path)
     assert result.returncode == 0, result.stderr
     for call in project.calls():
@@ -77,21 +97,39 @@ def test_secret_values_travel_on_stdin_only_and_never_reach_a_file_an_argument_o
     assert EMPTY_MARK not in project.tracked_text()
 
 
-def test_a_second_run_changes_nothing_and_refuses_to_overwrite_a_secret_without_force(project: Project, tmp_path: Path) -> None:
+def test_a_second_run_changes_nothing_and_refuses_to_overwrite_a_secret_without_force(
+    project: Project, tmp_path: Path
+) -> None:
     assert first_run(project, tmp_path).returncode == 0
     before = {s: project.stack_file(s) for s in TEAM_STACKS}
     project.log.unlink()
-    again = bootstrap(project, "--backend", "s3://team-state/vllm", "--passphrase-file", f"prod={tmp_path / 'passphrase-prod'}",
-                      "--secret", "dev:hfToken=" + str(tmp_path / "secrets" / "dev" / "hfToken"),
-                      PULUMI_CONFIG_PASSPHRASE="team dev passphrase")  # fmt: skip
+    again = bootstrap(
+        project,
+        "--backend",
+        "s3://team-state/vllm",
+        "--passphrase-file",
+        f"prod={tmp_path / 'passphrase-prod'}",
+        "--secret",
+        "dev:hfToken=" + str(tmp_path / "secrets" / "dev" / "hfToken"),
+        PULUMI_CONFIG_PASSPHRASE="team dev passphrase",
+    )
     assert again.returncode == 0, again.stderr
     assert "dev: hfToken already set (given, not overwritten: --force replaces it)" in again.stdout
     assert not [c for c in project.calls() if c["argv"][:2] in (["stack", "init"], ["config", "set"])]
     assert {s: project.stack_file(s) for s in TEAM_STACKS} == before
 
     (tmp_path / "new-token").write_text("hf_rotated\n")
-    forced = bootstrap(project, "--backend", "s3://team-state/vllm", "--stack", "dev", "--force",
-                       "--secret", f"dev:hfToken={tmp_path / 'new-token'}", PULUMI_CONFIG_PASSPHRASE="team dev passphrase")  # fmt: skip
+    forced = bootstrap(
+        project,
+        "--backend",
+        "s3://team-state/vllm",
+        "--stack",
+        "dev",
+        "--force",
+        "--secret",
+        f"dev:hfToken={tmp_path / 'new-token'}",
+        PULUMI_CONFIG_PASSPHRASE="team dev passphrase",
+    )
     assert forced.returncode == 0, forced.stderr
     assert project.stack_file("dev")["config"]["vllm-deploy:hfToken"] != before["dev"]["config"]["vllm-deploy:hfToken"]
 
@@ -136,8 +174,15 @@ def test_a_failed_login_stops_before_any_stack_is_touched(project: Project) -> N
 
 def test_one_kms_provider_for_every_stack_needs_no_passphrase(project: Project, tmp_path: Path) -> None:
     kms = "awskms://alias/vllm?region=eu-west-1"  # its query has an '=', and it is still one provider
-    result = bootstrap(project, "--backend", "s3://team-state/vllm", "--secrets-provider", kms,
-                       "--secrets-dir", str(secret_files(tmp_path)))  # fmt: skip
+    result = bootstrap(
+        project,
+        "--backend",
+        "s3://team-state/vllm",
+        "--secrets-provider",
+        kms,
+        "--secrets-dir",
+        str(secret_files(tmp_path)),
+    )
     assert result.returncode == 0, result.stderr
     assert {project.stack_file(s)["secretsprovider"] for s in TEAM_STACKS} == {kms}
     assert not any("encryptionsalt" in project.stack_file(s) for s in TEAM_STACKS)

@@ -19,8 +19,14 @@ def make(project: Project, *args: str, **env: str) -> subprocess.CompletedProces
     venv.mkdir(exist_ok=True)
     os.utime(project.root / "pyproject.toml", (1, 1))
     (venv / ".installed").touch()
-    return subprocess.run(["make", "-s", f"VENV={venv}", *args], cwd=project.root, env=project.env(**env),
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        ["make", "-s", f"VENV={venv}", *args],
+        cwd=project.root,
+        env=project.env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 SHOW_ENV = '_env: ; @echo "backend=$${PULUMI_BACKEND_URL-unset} passphrase=$${PULUMI_CONFIG_PASSPHRASE-unset}"'
@@ -90,5 +96,7 @@ def test_the_local_stack_is_created_with_no_passphrase_and_a_generated_key(proje
     assert project.changed() == ["stacks/Pulumi.local.yaml"]  # the one stack allowed to carry them
     local = project.stack_file("local")
     assert local["encryptionsalt"].endswith(EMPTY_MARK) and "secure" in local["config"]["vllm-deploy:vllmApiKey"]
-    team_files = "".join(p.read_text() for p in Path(project.root, "stacks").glob("Pulumi.*.yaml") if p.name != "Pulumi.local.yaml")
+    team_files = "".join(
+        p.read_text() for p in Path(project.root, "stacks").glob("Pulumi.*.yaml") if p.name != "Pulumi.local.yaml"
+    )
     assert EMPTY_MARK not in team_files and "secure" not in team_files

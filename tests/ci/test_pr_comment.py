@@ -26,7 +26,11 @@ PAGE = 2  # small pages, so the marker is found past the first one
 
 class FakeGitHub:
     def __init__(self) -> None:
-        self.comments: list[dict] = [{"id": 1, "body": "LGTM"}, {"id": 2, "body": "a question"}, {"id": 3, "body": "ok"}]
+        self.comments: list[dict] = [
+            {"id": 1, "body": "LGTM"},
+            {"id": 2, "body": "a question"},
+            {"id": 3, "body": "ok"},
+        ]
         self.requests: list[tuple[str, str]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -57,7 +61,7 @@ class FakeGitHub:
                     return False
                 return True
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 github.requests.append(("GET", self.path))
                 if not self._authorised():
                     return
@@ -68,14 +72,14 @@ class FakeGitHub:
                 link = f'<{github.url}{url.path}?per_page=100&page={page + 1}>; rel="next"' if more else ""
                 self._reply(200, chunk, link)
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 github.requests.append(("POST", self.path))
                 if self._authorised():
                     comment = {"id": max(c["id"] for c in github.comments) + 1, "body": self._body()["body"]}
                     github.comments.append(comment)
                     self._reply(201, comment)
 
-            def do_PATCH(self) -> None:  # noqa: N802
+            def do_PATCH(self) -> None:
                 github.requests.append(("PATCH", self.path))
                 if self._authorised():
                     comment = next(c for c in github.comments if self.path.endswith(f"/comments/{c['id']}"))
@@ -97,9 +101,18 @@ def github() -> Iterator[FakeGitHub]:
 
 
 def comment(github: FakeGitHub, stack: str, report: Path) -> subprocess.CompletedProcess[str]:
-    env = {"GH_TOKEN": "t0ken", "PR": "7", "GITHUB_REPOSITORY": "team/vllm-deploy", "GITHUB_API_URL": github.url,
-           "GITHUB_SERVER_URL": "https://github.com", "GITHUB_RUN_ID": "42", "PATH": "/usr/bin:/bin"}  # fmt: skip
-    return subprocess.run([sys.executable, str(SCRIPT), stack, str(report)], env=env, capture_output=True, text=True, timeout=30)
+    env = {
+        "GH_TOKEN": "t0ken",
+        "PR": "7",
+        "GITHUB_REPOSITORY": "team/vllm-deploy",
+        "GITHUB_API_URL": github.url,
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_RUN_ID": "42",
+        "PATH": "/usr/bin:/bin",
+    }
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), stack, str(report)], env=env, capture_output=True, text=True, timeout=30
+    )
 
 
 def test_one_comment_per_stack_is_created_then_updated_in_place(github: FakeGitHub, tmp_path: Path) -> None:
@@ -118,9 +131,13 @@ def test_one_comment_per_stack_is_created_then_updated_in_place(github: FakeGitH
     assert [c["body"] for c in github.comments[:3]] == ["LGTM", "a question", "ok"]  # others' comments untouched
 
 
-def test_a_job_that_failed_before_the_preview_still_gets_a_comment_saying_so(github: FakeGitHub, tmp_path: Path) -> None:
+def test_a_job_that_failed_before_the_preview_still_gets_a_comment_saying_so(
+    github: FakeGitHub, tmp_path: Path
+) -> None:
     result = comment(github, "modal-dev", tmp_path / "never-written.md")
     assert result.returncode == 0, result.stderr
     body = github.comments[-1]["body"]
-    assert body.startswith("<!-- vllm-deploy preview: modal-dev -->\n### ❌ `preview` of `modal-dev` failed before Pulumi ran")
+    assert body.startswith(
+        "<!-- vllm-deploy preview: modal-dev -->\n### ❌ `preview` of `modal-dev` failed before Pulumi ran"
+    )
     assert "https://github.com/team/vllm-deploy/actions/runs/42" in body

@@ -63,7 +63,9 @@ def minimal_permissions(workflows: Workflows) -> list[str]:
     problems = []
     for name, workflow in workflows.items():
         if workflow.get("permissions") != {}:
-            problems.append(f"{name}: the workflow grants {workflow.get('permissions')!r}; grant per job (permissions: {{}})")
+            problems.append(
+                f"{name}: the workflow grants {workflow.get('permissions')!r}; grant per job (permissions: {{}})"
+            )
         for job_id, job in workflow["jobs"].items():
             want = PERMISSIONS.get((name, job_id))
             if want is None:
@@ -83,7 +85,10 @@ def fork_and_dependabot_guard(workflows: Workflows) -> list[str]:
         problems.append(f"preview.yml/preview: must run only for same-repository, non-Dependabot PRs: if: {TRUSTED_PR}")
     if preview["skipped"].get("if") != UNTRUSTED_PR:
         problems.append(f"preview.yml/skipped: must note every PR that preview skips: if: {UNTRUSTED_PR}")
-    if not any("::notice" in s.get("run", "") and "GITHUB_STEP_SUMMARY" in s.get("run", "") for s in preview["skipped"]["steps"]):
+    if not any(
+        "::notice" in s.get("run", "") and "GITHUB_STEP_SUMMARY" in s.get("run", "")
+        for s in preview["skipped"]["steps"]
+    ):
         problems.append("preview.yml/skipped: must say why (a notice and the job summary)")
     return problems
 
@@ -117,12 +122,18 @@ def environment_on_write_jobs(workflows: Workflows) -> list[str]:
     problems = []
     for name, job_id, step in steps(workflows):
         job = workflows[name]["jobs"][job_id]
-        if re.search(r"pulumi-ci up|pulumi up", step.get("run", "")) and job.get("environment") != "${{ matrix.stack }}":
+        if (
+            re.search(r"pulumi-ci up|pulumi up", step.get("run", ""))
+            and job.get("environment") != "${{ matrix.stack }}"
+        ):
             problems.append(f"{name}/{job_id}: `pulumi up` must run in the stack's protected environment")
     if set(triggers(workflows["deploy.yml"])) != {"workflow_call"}:
         problems.append("deploy.yml: only ci.yml may start it (on: workflow_call), after the tests")
     caller = workflows["ci.yml"]["jobs"]["deploy"]
-    if caller.get("needs") != "test" or caller.get("if") != "github.event_name == 'push' && github.ref == 'refs/heads/main'":
+    if (
+        caller.get("needs") != "test"
+        or caller.get("if") != "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+    ):
         problems.append("ci.yml/deploy: must need the tests and run only on a push to main")
     return problems
 
@@ -158,9 +169,10 @@ def pinned_cli_version(workflows: Workflows) -> list[str]:
 def concurrency_groups(workflows: Workflows) -> list[str]:
     problems = []
     ci = workflows["ci.yml"].get("concurrency") or {}
-    if ci.get("group") != "ci-${{ github.event.pull_request.number || github.ref }}" or ci.get(
-        "cancel-in-progress"
-    ) != "${{ github.event_name == 'pull_request' }}":
+    if (
+        ci.get("group") != "ci-${{ github.event.pull_request.number || github.ref }}"
+        or ci.get("cancel-in-progress") != "${{ github.event_name == 'pull_request' }}"
+    ):
         problems.append("ci.yml: one run per PR or ref; cancel superseded PR runs only (never a deploy on main)")
     preview = workflows["preview.yml"].get("concurrency") or {}
     if preview != {"group": "preview-${{ github.event.pull_request.number }}", "cancel-in-progress": True}:
@@ -173,5 +185,11 @@ def concurrency_groups(workflows: Workflows) -> list[str]:
     return problems
 
 
-RULES = [minimal_permissions, fork_and_dependabot_guard, secrets_only_on_steps, environment_on_write_jobs,
-         pinned_cli_version, concurrency_groups]  # fmt: skip
+RULES = [
+    minimal_permissions,
+    fork_and_dependabot_guard,
+    secrets_only_on_steps,
+    environment_on_write_jobs,
+    pinned_cli_version,
+    concurrency_groups,
+]

@@ -49,7 +49,8 @@ def test_the_tests_run_once_per_push_with_pip_and_the_vllm_venv_cached_on_their_
         assert "steps.python.outputs.python-version" in restores[path]["with"]["key"]
         assert saves[path]["with"]["key"] == f"${{{{ steps.{restores[path]['id']}.outputs.cache-primary-key }}}}"
     # Saved right after the install, before the tests: a red run still keeps a fresh install.
-    assert uses.index("actions/cache/save") < next(i for i, s in enumerate(test["steps"]) if s.get("run") == "bash .ci/run")
+    tests_at = next(i for i, s in enumerate(test["steps"]) if s.get("run") == "bash .ci/run")
+    assert uses.index("actions/cache/save") < tests_at
     # Deploy and release are called from here after `test`: no workflow runs the suite a second time.
     assert [j for j, job in ci["jobs"].items() if "steps" in job] == ["test"]
     assert {ci["jobs"][j]["uses"] for j in ("deploy", "release")} == {
