@@ -48,10 +48,17 @@ def test_without_a_login_the_local_file_backend_is_the_default(project: Project)
     assert exported(project) == f"backend=file://{project.root}/.pulumi-state passphrase="
 
 
-def test_an_existing_pulumi_login_or_backend_url_is_respected(project: Project) -> None:
-    assert exported(project, PULUMI_BACKEND_URL="s3://mine").startswith("backend=s3://mine ")
+def test_an_existing_pulumi_login_or_backend_url_is_respected_for_team_stacks(project: Project) -> None:
+    assert exported(project, "STACK=dev") == f"backend=file://{project.root}/.pulumi-state passphrase=unset"
+    assert exported(project, "STACK=dev", PULUMI_BACKEND_URL="s3://mine").startswith("backend=s3://mine ")
     log_in(project, "s3://team-state")
-    assert exported(project).startswith("backend=unset ")  # the CLI uses the login
+    assert exported(project, "STACK=dev").startswith("backend=unset ")  # the CLI uses the login
+
+
+def test_the_local_stack_stays_on_the_laptop_even_when_logged_in_to_the_team_backend(project: Project) -> None:
+    log_in(project, "s3://team-state")  # else every developer's `make up` would share one `local` stack
+    assert exported(project) == f"backend=file://{project.root}/.pulumi-state passphrase="
+    assert exported(project, PULUMI_BACKEND_URL="s3://mine").startswith("backend=s3://mine ")
 
 
 def test_only_the_local_stack_defaults_to_no_passphrase(project: Project) -> None:

@@ -159,3 +159,17 @@ def test_an_up_writes_the_job_summary_with_the_outputs_and_secrets_masked(projec
     assert ["up", "--yes", "--diff", "--skip-preview", "--color", "never", "--stack", "dev"] in [
         c["argv"] for c in project.calls()
     ]
+
+
+def test_on_pulumi_cloud_the_organizations_stack_is_previewed_with_its_service_managed_key(
+    project: Project, tmp_path: Path
+) -> None:
+    project.seed_backend("team/modal-dev")  # bootstrapped there: no salt, no key in the stack file
+    code, report = pulumi_ci(
+        project, tmp_path, "preview", "modal-dev", PULUMI_ACCESS_TOKEN="pul-oidc-token", PULUMI_ORGANIZATION="team"
+    )
+    assert code == 0, report
+    argv = [c["argv"] for c in project.calls()]
+    assert argv[0] == ["login", "https://api.pulumi.com"]
+    assert ["preview", "--diff", "--color", "never", "--stack", "team/modal-dev"] in argv
+    assert "pul-oidc-token" not in report
