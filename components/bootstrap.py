@@ -165,9 +165,8 @@ def _read_stack_file(stack: str, stacks_dir: Path) -> dict:
     return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
-def _secret_value(source: str, stdin: Callable[[], str]) -> str:
-    raw = stdin() if source == STDIN else Path(source).read_text()
-    return raw.rstrip("\r\n")
+def _read_secret(path: str) -> str:
+    return Path(path).read_text().rstrip("\r\n")  # a file's final newline is not part of the value
 
 
 class Bootstrap:
@@ -254,7 +253,7 @@ class Bootstrap:
             outcome.lines.append(f"{stack}: {key} already set{note}")
             return
         if source is not None:
-            value = self._stdin_once() if source == STDIN else _secret_value(source, self._stdin)
+            value = self._stdin_once() if source == STDIN else _read_secret(source)
             origin = "stdin" if source == STDIN else source
         elif key == "vllmApiKey" and not present:
             value, origin = random_secrets.token_urlsafe(32), "generated"  # only vLLM and the wrapper use it
