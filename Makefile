@@ -4,9 +4,18 @@ SHELL := bash
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STACK  ?= local
+# Pulumi's backend. The `local` stack (a laptop cluster) keeps its state on the laptop, in
+# .pulumi-state/, with no passphrase unless you set one. Every other stack uses yours
+# (PULUMI_BACKEND_URL, or a `pulumi login`, which Pulumi records in ~/.pulumi/credentials.json);
+# only a machine with neither gets the file backend, where .ci/pulumi-stack then asks for a passphrase.
+PULUMI_LOGGED_IN := $(shell python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("current") or "")' \
+	"$(or $(PULUMI_HOME),$(HOME)/.pulumi)/credentials.json" 2>/dev/null)
+ifeq ($(STACK),local)
 export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
-# The laptop default for the local backend: no passphrase. Set it for anything shared.
 export PULUMI_CONFIG_PASSPHRASE ?=
+else ifeq ($(origin PULUMI_BACKEND_URL)$(PULUMI_LOGGED_IN),undefined)
+export PULUMI_BACKEND_URL := file://$(CURDIR)/.pulumi-state
+endif
 
 WRAPPER_IMAGE ?= ghcr.io/vllm-deploy/wrapper:0.1.0
 

@@ -77,6 +77,10 @@ from components.smoke import smoke_command  # noqa: E402  (logic in components/s
 
 app.command("smoke")(smoke_command)
 
+from components.bootstrap import bootstrap_command  # noqa: E402  (logic in components/bootstrap.py)
+
+app.command("bootstrap")(bootstrap_command)
+
 
 @app.command()
 def values(
