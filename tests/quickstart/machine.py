@@ -170,8 +170,9 @@ class Machine:
         return Path(next(path for url, path in self.world["served"].items() if url.endswith(suffix)))
 
     # --- running make ---------------------------------------------------------------------------
-    def make(self, target: str, *extra: str) -> Result:
+    def make(self, target: str, *extra: str, env: dict[str, str] | None = None) -> Result:
         env = {
+            **(env or {}),
             "PATH": f"{self.bin}:{self.system}",
             "HOME": str(self.home),
             "KUBECONFIG": str(self.home / "kubeconfig"),

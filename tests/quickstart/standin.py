@@ -84,6 +84,7 @@ def docker(args: list[str]) -> None:
     world = load()
     engine = world["docker"]
     if not engine["running"]:
+        print()  # the real client prints an empty line on stdout before the error
         fail(NO_ENGINE)
     if args[:1] == ["info"]:
         fmt = option(args, "--format", "-f")

@@ -10,6 +10,7 @@ what the stand-ins model is said beside each one.
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -223,6 +224,25 @@ def test_no_docker_engine_and_no_context_fails_before_creating_anything(machine:
     down = m.make("down")
     assert down.status == 0, down.output
     assert not m.ran("kind", "delete")
+
+
+def test_the_real_docker_client_without_an_engine_is_read_the_same_way(machine: Machine) -> None:
+    """Docker's own client (this project's premise: the newcomer has Docker), pointed at a socket
+    that does not exist, so that no engine on the machine is ever touched."""
+    real_docker = shutil.which("docker")
+    if real_docker is None:
+        pytest.fail("this test runs Docker's own client: install the docker CLI")
+    m = machine
+    m.install("kind", "kubectl", "pulumi")
+    (m.bin / "docker").symlink_to(real_docker)
+
+    up = m.make("up", env={"DOCKER_HOST": f"unix://{m.tmp}/no-engine.sock", "DOCKER_CONFIG": str(m.tmp / "docker-config")})
+
+    assert up.status != 0
+    line = failure_line(up.output, "up")
+    assert line.startswith("make up: no Docker engine (kind runs the cluster in Docker): docker info says")
+    assert f"Cannot connect to the Docker daemon at unix://{m.tmp}/no-engine.sock" in line
+    assert not m.ran("kind", "create")
 
 
 def test_no_docker_engine_with_a_minikube_context_fails_at_the_image_build(machine: Machine) -> None:
