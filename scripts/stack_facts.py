@@ -4,10 +4,12 @@
 
 target      kubernetes or modal (the stack file's `vllm-deploy:target`)
 For a Kubernetes stack, read from `vllm-deploy render STACK` (the objects `pulumi up` creates):
-namespace, vllm_statefulset, wrapper_deployment, wrapper_image,
+namespace
+workloads           every StatefulSet and Deployment, as `statefulset/NAME deployment/NAME ...`
+wrapper_image       the wrapper Deployment's image (app.kubernetes.io/component: wrapper)
 pod_memory_bytes    the largest memory request of one pod (it must fit one node)
 total_memory_bytes  every pod's memory requests together (the cluster must hold them all)
-wait_seconds        vLLM's startup budget (its startupProbe) plus two minutes
+wait_seconds        the longest startup budget of a pod (its startupProbe) plus two minutes
 
 A stack whose config is wrong fails here, with render's own one line per problem, before
 anything is created.
@@ -55,17 +57,20 @@ def kubernetes_facts(stack: str, vllm_deploy: str) -> dict[str, str]:
         raise SystemExit(f"stack {stack}: `vllm-deploy render {stack}` refused its config (above): fix stacks/Pulumi.{stack}.yaml")
     objects = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
     workloads = [o for o in objects if o["kind"] in ("StatefulSet", "Deployment")]
-    vllm = next(o for o in workloads if o["kind"] == "StatefulSet")
-    wrapper = next(o for o in workloads if o["kind"] == "Deployment")
-    pods = [(o.get("spec", {}).get("replicas", 1), o["spec"]["template"]["spec"]) for o in workloads]
+    deployments = [o for o in workloads if o["kind"] == "Deployment"]
+    wrapper = next(
+        (o for o in deployments if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "wrapper"),
+        deployments[0],
+    )
+    # Replicas a HPA owns are left out of the object: count its minimum, one.
+    pods = [(o["spec"].get("replicas", 1), o["spec"]["template"]["spec"]) for o in workloads]
     return {
-        "namespace": vllm["metadata"]["namespace"],
-        "vllm_statefulset": vllm["metadata"]["name"],
-        "wrapper_deployment": wrapper["metadata"]["name"],
+        "namespace": wrapper["metadata"]["namespace"],
+        "workloads": " ".join(f"{o['kind'].lower()}/{o['metadata']['name']}" for o in workloads),
         "wrapper_image": wrapper["spec"]["template"]["spec"]["containers"][0]["image"],
         "pod_memory_bytes": str(max(pod_memory(spec) for _, spec in pods)),
         "total_memory_bytes": str(sum(replicas * pod_memory(spec) for replicas, spec in pods)),
-        "wait_seconds": str(startup_seconds(vllm["spec"]["template"]["spec"]) + 120),
+        "wait_seconds": str(max(startup_seconds(spec) for _, spec in pods) + 120),
     }
 
 

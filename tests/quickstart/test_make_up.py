@@ -412,6 +412,32 @@ def test_a_wrong_stack_config_fails_before_anything_is_created(machine: Machine)
     assert [c["tool"] for c in m.calls()] == ["vllm-deploy"]  # render only
 
 
+def test_an_unknown_stack_is_named_with_the_ones_there_are(machine: Machine) -> None:
+    m = machine
+    m.install("docker", "kind", "kubectl", "pulumi")
+
+    up = m.make("up", "STACK=lcoal")
+
+    assert up.status != 0
+    assert failure_line(up.output, "up") == (
+        "make up: no stack file stacks/Pulumi.lcoal.yaml: pick one of dev, local, modal-dev, modal-prod, prod (make up STACK=NAME)")
+    assert m.calls() == []
+
+
+def test_a_modal_stack_needs_no_cluster_and_is_never_deployed_unasked(machine: Machine) -> None:
+    m = machine
+    m.install("docker", "kind", "kubectl", "pulumi")
+
+    up = m.make("up", "STACK=modal-dev")
+
+    # Only the local stack deploys without a question: here `pulumi up` asks for confirmation,
+    # which a run without a terminal cannot give (the stand-in answers as pulumi does then).
+    assert m.ran("pulumi", "up", "--stack", "modal-dev")
+    assert not any("--yes" in c["args"] for c in m.calls("pulumi"))
+    assert up.status != 0 and failure_line(up.output, "up") == "make up: pulumi up --stack modal-dev failed (above)"
+    assert m.calls("kubectl") == [] and m.calls("docker") == [] and m.calls("kind") == []
+
+
 # --- the supported Pulumi CLI --------------------------------------------------------------------
 
 
