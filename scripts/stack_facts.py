@@ -7,6 +7,7 @@ For a Kubernetes stack, read from `vllm-deploy render STACK` (the objects `pulum
 namespace
 workloads           every StatefulSet and Deployment, as `statefulset/NAME deployment/NAME ...`
 wrapper_image       the wrapper Deployment's image (app.kubernetes.io/component: wrapper)
+vllm_image          the first StatefulSet's image (vLLM)
 pod_memory_bytes    the largest memory request of one pod (it must fit one node)
 total_memory_bytes  every pod's memory requests together (the cluster must hold them all)
 wait_seconds        the longest startup budget of a pod (its startupProbe) plus two minutes
@@ -68,6 +69,9 @@ def kubernetes_facts(stack: str, vllm_deploy: str) -> dict[str, str]:
         "namespace": wrapper["metadata"]["namespace"],
         "workloads": " ".join(f"{o['kind'].lower()}/{o['metadata']['name']}" for o in workloads),
         "wrapper_image": wrapper["spec"]["template"]["spec"]["containers"][0]["image"],
+        "vllm_image": next(
+            o["spec"]["template"]["spec"]["containers"][0]["image"] for o in workloads if o["kind"] == "StatefulSet"
+        ),
         "pod_memory_bytes": str(max(pod_memory(spec) for _, spec in pods)),
         "total_memory_bytes": str(sum(replicas * pod_memory(spec) for replicas, spec in pods)),
         "wait_seconds": str(max(startup_seconds(spec) for _, spec in pods) + 120),

@@ -206,6 +206,8 @@ def kubectl(args: list[str]) -> None:
         path = option(rest, "-o")
         if "allocatable.memory" in path:
             print(" ".join(node["memory"] for node in cluster["nodes"]))
+        elif "architecture" in path:
+            print(" ".join(node.get("arch", "amd64") for node in cluster["nodes"]))
         elif "minikube" in path:
             print(cluster["nodes"][0]["labels"].get("minikube.k8s.io/name", ""), end="")
         else:
