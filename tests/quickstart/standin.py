@@ -21,7 +21,8 @@ from typing import Any, NoReturn
 
 WORLD = Path(os.environ["STANDIN_WORLD"])
 LOG = Path(os.environ["STANDIN_LOG"])
-# docker's own words without an engine (docker/cli, cli/command/cli.go)
+# the Docker client's words without an engine (moby/moby, client/errors.go: ErrorConnectionFailed),
+# which `docker info` prints after an empty line on stdout (observed with docker 28.2.2 here)
 NO_ENGINE = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
 
 

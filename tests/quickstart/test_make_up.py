@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -513,3 +514,10 @@ def test_make_image_without_a_docker_engine_fails_with_one_line(machine: Machine
     assert built.status != 0
     assert failure_line(built.output, "image").startswith("make image: no Docker engine (make image builds with it)")
     assert not m.ran("docker", "build")
+
+
+def test_what_make_up_downloads_and_records_is_ignored_by_git() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    for path in (".tools/bin/pulumi", ".tools/state/kind-cluster", ".tools/logs/up.log", ".pulumi-state/x"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=repo, check=False)
+        assert ignored.returncode == 0, f"{path} is not git-ignored"
