@@ -19,7 +19,7 @@ endif
 
 WRAPPER_IMAGE ?= ghcr.io/vllm-deploy/wrapper:0.1.0
 
-.PHONY: install test up preview destroy render image
+.PHONY: install test up down preview destroy render image
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,15 +33,21 @@ install: $(VENV)/.installed
 test: install
 	bash .ci/install-vllm
 	bash .ci/install-checkov
+	bash .ci/install-shellcheck
 	$(PY) -m pytest
 
 render: install
 	$(VENV)/bin/vllm-deploy render $(STACK)
 
-# Deploy a stack with Pulumi's local file backend (no account needed). Needs the pulumi CLI.
+# Deploy a stack with Pulumi's local file backend (no account needed), from a machine with only
+# Docker: brings a pinned Pulumi CLI, kubectl and kind into .tools/ when missing, creates a kind
+# cluster when no kube context answers, builds and loads the wrapper image, deploys, waits and
+# smoke-tests (scripts/up). `make down` undoes it.
 up: install
-	bash .ci/pulumi-stack $(STACK)
-	pulumi up --stack $(STACK)
+	@VENV=$(VENV) WRAPPER_IMAGE=$(WRAPPER_IMAGE) bash scripts/up $(STACK)
+
+down: install
+	@VENV=$(VENV) bash scripts/down $(STACK)
 
 preview: install
 	bash .ci/pulumi-stack $(STACK)
@@ -52,4 +58,4 @@ destroy:
 
 # The wrapper's image, as the release workflow builds it (needs a Docker engine).
 image:
-	docker build -f wrapper/Dockerfile -t $(WRAPPER_IMAGE) .
+	@WRAPPER_IMAGE=$(WRAPPER_IMAGE) bash scripts/image
