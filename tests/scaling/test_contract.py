@@ -44,7 +44,7 @@ async def test_every_call_the_scaler_makes_is_granted_by_the_role() -> None:
             await s.admit()  # wake: read, annotate, scale up, poll
             assert s.state == ScaleState.READY
             s.policy.started = s.policy.own = s.policy._confirmed_at = s.policy.clock.monotonic() - 60
-            s.policy.shared = s.policy.own
+            s.policy.shared = s.policy.ready_at = s.policy.own
             await s.tick()  # sleep: read, scale down
             assert api.replicas == 0
         finally:
