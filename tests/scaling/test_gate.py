@@ -132,8 +132,12 @@ async def test_fresh_activity_wins_the_race_against_a_scale_down() -> None:
 
     b.api.scale = scale_after_a_request
     await b.tick()
-    assert sts.replicas == 1  # b's precondition failed (409), it re-read and saw the activity
-    assert writes(sts, "a") == 1 and scales(sts, 0) == ["b"]  # one attempt, refused
+    # Activity lives on the Lease, the replica count on the StatefulSet: b's scale-down went
+    # through, then b re-read the Lease, saw a's fresher activity and woke vLLM straight back.
+    assert writes(sts, "a") == 1 and scales(sts, 0) == ["b"]
+    b.api.scale = real_scale
+    await asyncio.wait_for(b._wake, 5)
+    assert sts.replicas == 1 and scales(sts, 1) == ["b"]
 
 
 async def test_a_request_right_after_another_replica_scaled_down_wakes_it() -> None:

@@ -1,6 +1,7 @@
 """When to wake vLLM and when to let it sleep: pure decisions, no I/O, an injected clock.
 
-Shared state lives in ONE annotation on the vLLM StatefulSet, written by every wrapper replica:
+Shared state lives in ONE annotation on the activity Lease (``<statefulset>-activity``, a
+``coordination.k8s.io/v1`` Lease beside the vLLM StatefulSet), written by every wrapper replica:
 
     vllm-deploy/last-activity: "2026-11-23T12:55:17.123Z"   (RFC 3339, UTC, milliseconds)
 
@@ -61,8 +62,9 @@ class Observation:
 
     replicas: int  # spec.replicas
     ready_replicas: int  # status.readyReplicas (absent = 0)
-    activity: str | None  # the raw annotation value
-    resource_version: str
+    activity: str | None  # the raw annotation value (on the activity Lease)
+    resource_version: str  # the StatefulSet's: the precondition of a /scale patch
+    activity_version: str = ""  # the activity Lease's: the precondition of an activity write
 
     @property
     def state(self) -> ScaleState:
