@@ -10,7 +10,7 @@ export PULUMI_CONFIG_PASSPHRASE ?=
 
 WRAPPER_IMAGE ?= ghcr.io/vllm-deploy/wrapper:0.1.0
 
-.PHONY: install test up preview destroy render image
+.PHONY: install test up preview destroy render image golden
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -44,3 +44,7 @@ destroy:
 # The wrapper's image, as the release workflow builds it (needs a Docker engine).
 image:
 	docker build -f wrapper/Dockerfile -t $(WRAPPER_IMAGE) .
+
+# Rewrite the pinned outputs (tests/golden/files/) after a deliberate change to what stacks render.
+golden: install
+	$(PY) -m tests.golden.snapshot write tests/golden/files
