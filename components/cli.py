@@ -11,6 +11,7 @@ import yaml
 
 from components import manifests, policy
 from components.config import ConfigError, StackConfig
+from components.plan import serving_plan
 from components.stackfile import STACKS_DIR, load_stack
 
 app = typer.Typer(
@@ -58,7 +59,7 @@ def check(stack: StackArg, stacks_dir: StacksDir = STACKS_DIR) -> None:
             f"({report.count} × {report.gpu} at {report.utilization:g}); tensor parallel {config.tensor_parallel_size}"
         )
     if config.target == "kubernetes":
-        typer.echo(f"  startup budget: {manifests.startup_budget_seconds(config) // 60} min")
+        typer.echo(f"  startup budget: {serving_plan(config).startup_budget_seconds // 60} min")
         found = policy.violations(manifests.build(config).all())
         typer.echo(f"  policy: {'ok' if not found else f'{len(found)} violation(s)'}")
         for violation in found:
