@@ -9,10 +9,11 @@ from typing import Annotated
 import typer
 import yaml
 
-from components import manifests, policy
+from components import policy
 from components.config import ConfigError, StackConfig
 from components.plan import serving_plan
 from components.stackfile import STACKS_DIR, load_stack
+from components.targets import target_of
 
 app = typer.Typer(
     help="Deploy vLLM to Kubernetes or Modal with Pulumi: render, check and operate stacks.",
@@ -41,10 +42,11 @@ def dump_yaml(documents: list[dict]) -> str:
 def render(stack: StackArg, stacks_dir: StacksDir = STACKS_DIR) -> None:
     """Print the Kubernetes objects `pulumi up` would create, as multi-document YAML (secrets redacted)."""
     config = _load(stack, stacks_dir)
-    if config.target != "kubernetes":
+    objects = target_of(config).objects(config)
+    if objects is None:
         typer.echo(f"error: stack {stack} targets {config.target}; render shows Kubernetes objects", err=True)
         raise typer.Exit(2)
-    sys.stdout.write(dump_yaml(manifests.build(config).all()))
+    sys.stdout.write(dump_yaml(objects))
 
 
 @app.command()
@@ -58,9 +60,10 @@ def check(stack: StackArg, stacks_dir: StacksDir = STACKS_DIR) -> None:
             f"  fit: {report.need_gib:.1f} GiB needed of {report.have_gib:.1f} GiB "
             f"({report.count} × {report.gpu} at {report.utilization:g}); tensor parallel {config.tensor_parallel_size}"
         )
-    if config.target == "kubernetes":
+    objects = target_of(config).objects(config)
+    if objects is not None:
         typer.echo(f"  startup budget: {serving_plan(config).startup_budget_seconds // 60} min")
-        found = policy.violations(manifests.build(config).all())
+        found = policy.violations(objects)
         typer.echo(f"  policy: {'ok' if not found else f'{len(found)} violation(s)'}")
         for violation in found:
             typer.echo(f"    {violation}")
@@ -91,7 +94,7 @@ def values(
     from components.helm_values import values_yaml
 
     config = _load(stack, stacks_dir)
-    if config.target != "kubernetes":
+    if target_of(config).objects(config) is None:
         typer.echo(f"error: stack {stack} targets {config.target}; the Helm chart deploys to Kubernetes", err=True)
         raise typer.Exit(2)
     sys.stdout.write(values_yaml(config, "placeholders" if secret_placeholders else "existing", stack))

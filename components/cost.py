@@ -48,15 +48,14 @@ from typing import Annotated, Any
 import typer
 import yaml
 
+from components.targets import target_of
+
 DAYS_PER_MONTH = 30
 HOURS_PER_DAY = 24
 DEFAULT_HOURS = (0.5, 1, 2, 4, 8, 12, 16, 20, 24)
 # Assumed when the command is not told: vLLM's start on a warm node/image (the seeds saw
 # 1–2 min on Modal with a warm image, 5–10 min on a first download).
 DEFAULT_COLD_START_SECONDS = 120
-# cluster-autoscaler's default --scale-down-unneeded-time: a GPU node stays (and is billed)
-# this long after its last pod is gone. Modal bills the container, so 0 there.
-DEFAULT_NODE_RELEASE_SECONDS = {"kubernetes": 600, "modal": 0}
 # The scale-to-zero column of a stack that is always on assumes this idle timeout.
 DEFAULT_IDLE_TIMEOUT_SECONDS = 300
 
@@ -270,6 +269,7 @@ def estimate(
     """The estimate for a `StackConfig`; keyword arguments override the stack and the table."""
     table = table or price_table()
     notes: list[str] = []
+    target = target_of(config)
     provider = provider or config.cost.provider or table["default_provider"]
     count, replicas = (1 if config.gpu.is_cpu else config.gpu.count), config.vllm.replicas
 
@@ -290,7 +290,7 @@ def estimate(
     else:
         price = gpu_price(provider, config.gpu.type, table)
         basis, hourly_per_gpu = "table", price.hourly
-        if config.target == "kubernetes" and config.cost.provider is None:
+        if target.prices_stand_in and config.cost.provider is None:
             notes.append(
                 f"{provider} list prices stand in for your cluster's: set cost.provider or cost.gpuHourly "
                 "for what your cloud charges"
@@ -310,13 +310,12 @@ def estimate(
                 f"idleTimeout {DEFAULT_IDLE_TIMEOUT_SECONDS} s (--idle-timeout to change)"
             )
     if node_release is None:
-        node_release = DEFAULT_NODE_RELEASE_SECONDS.get(config.target, 0)
+        node_release = target.node_release_seconds
     warm_fraction = 0.0
-    if config.target == "modal" and config.modal.min_containers:
-        warm = min(config.modal.min_containers, replicas)
-        warm_fraction = warm / replicas
+    if warm := target.kept_warm(config):
+        warm_fraction = warm.replicas / replicas
         notes.append(
-            f"modal.minContainers {config.modal.min_containers} keeps {warm} of {replicas} GPU container(s) warm: "
+            f"{warm.setting} keeps {warm.replicas} of {replicas} GPU container(s) warm: "
             "billed all day in the scale-to-zero column too"
         )
     if wakes_per_day == 0:
