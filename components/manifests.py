@@ -13,10 +13,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.wrapper_env import API_KEY, WRAPPER_API_KEY
 from components.config import StackConfig
 from components.plan import VLLM_PORT, ServingPlan, serving_plan
 from components.secrets import SECRET_ENV
+from components.wrapper_env import API_KEY, WRAPPER_API_KEY
 
 CACHE_MOUNT = "/models"
 REDACTED = "<redacted>"

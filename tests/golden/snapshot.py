@@ -67,7 +67,7 @@ def _modal_spec(stack: str) -> str:
 
 def _variants() -> dict[str, str]:
     from components import manifests
-    from components.cli import dump_yaml
+    from components.cli.common import dump_yaml
     from components.config import parse_stack_config
     from components.helm_values import helm_values
     from components.stackfile import read_raw
