@@ -10,7 +10,7 @@ export PULUMI_CONFIG_PASSPHRASE ?=
 
 WRAPPER_IMAGE ?= ghcr.io/vllm-deploy/wrapper:0.1.0
 
-.PHONY: install test up preview destroy render image golden
+.PHONY: install test up preview destroy render image golden generate
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -48,3 +48,7 @@ image:
 # Rewrite the pinned outputs (tests/golden/files/) after a deliberate change to what stacks render.
 golden: install
 	$(PY) -m tests.golden.snapshot write tests/golden/files
+
+# Rewrite the chart files that repeat what components/ decides (GPU table, enums, secret flags).
+generate: install
+	$(PY) -m components.chartgen
