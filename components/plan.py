@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from components import catalog, fit, wrapper_env
 from components.config import StackConfig
@@ -47,12 +48,9 @@ class WrapperPlan:
 
     model: str
     port: int
-    default_max_tokens: int
-    default_temperature: float
-    max_retries: int
-    timeout: int
-    idle_timeout: int
-    wake_timeout: int
+    # `wrapper_env.STACK_SETTINGS` and `SCALER_SETTINGS`: variable → value, as the stack sets them.
+    settings: dict[str, str]
+    scaler_settings: dict[str, str]
     # Where vLLM can scale to zero (Modal), a request may wait for a cold start before its own
     # timeout starts: the wrapper's timeout then covers the longer of the wake wait and the start.
     timeout_through_cold_start: int
@@ -68,21 +66,14 @@ class WrapperPlan:
         env[wrapper_env.MODEL] = self.model
         if listen:
             env |= {wrapper_env.WRAPPER_HOST: wrapper_env.LISTEN_HOST, wrapper_env.WRAPPER_PORT: str(self.port)}
-        return env | {
-            wrapper_env.DEFAULT_MAX_TOKENS: str(self.default_max_tokens),
-            wrapper_env.DEFAULT_TEMPERATURE: f"{self.default_temperature:g}",
-            wrapper_env.MAX_RETRIES: str(self.max_retries),
-            wrapper_env.TIMEOUT: str(self.timeout if timeout is None else timeout),
-        }
+        env |= self.settings
+        if timeout is not None:
+            env[wrapper_env.TIMEOUT] = str(timeout)
+        return env
 
     def scaler_environment(self, namespace: str, statefulset: str) -> dict[str, str]:
         """Scale-to-zero on Kubernetes: the wrapper scales this StatefulSet (only with an idle timeout)."""
-        return {
-            wrapper_env.IDLE_TIMEOUT: str(self.idle_timeout),
-            wrapper_env.WAKE_TIMEOUT: str(self.wake_timeout),
-            wrapper_env.K8S_NAMESPACE: namespace,
-            wrapper_env.K8S_STATEFULSET: statefulset,
-        }
+        return self.scaler_settings | {wrapper_env.K8S_NAMESPACE: namespace, wrapper_env.K8S_STATEFULSET: statefulset}
 
 
 @dataclass(frozen=True)
@@ -162,21 +153,25 @@ def vllm_args(config: StackConfig, gpu: GpuPlan) -> tuple[str, ...]:
     return (*args, *v.extra_args)
 
 
+def _at(document: dict[str, Any], key: str) -> Any:
+    """`wrapper.maxRetries` → document["wrapper"]["maxRetries"]."""
+    for part in key.split("."):
+        document = document[part]
+    return document
+
+
 def serving_plan(config: StackConfig) -> ServingPlan:
     """The plan for a validated stack config (any target)."""
     spec = None if config.gpu.is_cpu else catalog.GPUS[config.gpu.type]
     gpu = GpuPlan(config.gpu.type, config.gpu.count, config.tensor_parallel_size, spec)
     budget = startup_budget_seconds(config)
     w = config.wrapper
+    stack = config.model_dump(by_alias=True)
     wrapper = WrapperPlan(
         model=config.model.name,
         port=w.port,
-        default_max_tokens=w.default_max_tokens,
-        default_temperature=w.default_temperature,
-        max_retries=w.max_retries,
-        timeout=w.timeout,
-        idle_timeout=config.idle_timeout,
-        wake_timeout=w.wake_timeout,
+        settings={s.variable: s.format(_at(stack, s.key)) for s in wrapper_env.STACK_SETTINGS},
+        scaler_settings={s.variable: s.format(_at(stack, s.key)) for s in wrapper_env.SCALER_SETTINGS},
         timeout_through_cold_start=w.timeout + max(w.wake_timeout, budget),
     )
     return ServingPlan(

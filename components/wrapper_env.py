@@ -7,6 +7,9 @@ against the wrapper's `Settings`. Standard library only: the Modal wrapper conta
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 BASE_URL = "VLLM_BASE_URL"
 MODEL = "VLLM_MODEL"
 API_KEY = "VLLM_API_KEY"  # from the Secret only
@@ -27,3 +30,29 @@ K8S_STATEFULSET = "VLLM_K8S_STATEFULSET"
 MAX_RETRIES_LIMIT = 20
 # Where the wrapper listens inside a container (all interfaces; the port is the stack's).
 LISTEN_HOST = "0.0.0.0"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A wrapper setting copied from one stack key; the chart reads the value of the same name."""
+
+    variable: str
+    key: str  # dotted camelCase path in the stack config and in the chart's values
+    kind: Literal["int", "float"]
+
+    def format(self, value: float) -> str:
+        return str(int(value)) if self.kind == "int" else f"{value:g}"
+
+
+# What every target passes to the wrapper as the stack sets it, in the order the objects list them.
+STACK_SETTINGS = (
+    Setting(DEFAULT_MAX_TOKENS, "wrapper.defaultMaxTokens", "int"),
+    Setting(DEFAULT_TEMPERATURE, "wrapper.defaultTemperature", "float"),
+    Setting(MAX_RETRIES, "wrapper.maxRetries", "int"),
+    Setting(TIMEOUT, "wrapper.timeout", "int"),
+)
+# Scale-to-zero on Kubernetes, with the StatefulSet's namespace and name (K8S_*) after them.
+SCALER_SETTINGS = (
+    Setting(IDLE_TIMEOUT, "idleTimeout", "int"),
+    Setting(WAKE_TIMEOUT, "wrapper.wakeTimeout", "int"),
+)

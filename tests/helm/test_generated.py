@@ -81,3 +81,13 @@ def test_the_policy_rules_do_read_helm_output(chart):
     assert network_policies
     found = policy.violations([o for o in objects if o["kind"] != "NetworkPolicy"])
     assert "[fenced] StatefulSet/vllm: no NetworkPolicy selects its pods" in found
+
+
+def test_every_wrapper_setting_reads_a_chart_value_the_schema_declares(chart):
+    from components import wrapper_env
+
+    for setting in (*wrapper_env.STACK_SETTINGS, *wrapper_env.SCALER_SETTINGS):
+        node = chart.schema
+        for part in setting.key.split("."):
+            node = node["properties"][part]
+        assert node, setting
