@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from components import catalog, fit, wrapper_env
 from components.config import StackConfig
@@ -27,6 +27,41 @@ MIN_STARTUP_SECONDS = 600
 UNKNOWN_WEIGHTS_GIB = 16.0
 # The model cache when the model's size is unknown.
 UNKNOWN_CACHE_SIZE = "200Gi"
+
+
+@dataclass(frozen=True)
+class OptionalFlag:
+    """A vLLM flag passed only when its stack key is set (the chart reads the value of the same key).
+
+    kind: "value" passes `flag value`; "number" the same, as a whole number; "switch" passes
+    `--flag` for true and `--no-flag` for false; "on" passes `--flag` for true. Unset: nothing,
+    so vLLM's own default applies.
+    """
+
+    flag: str
+    key: str  # dotted camelCase path in the stack config and in the chart's values
+    kind: Literal["value", "number", "switch", "on"]
+
+    def args(self, value: Any) -> list[str]:
+        if self.kind == "switch":
+            return [] if value is None else [self.flag if value else f"--no-{self.flag[2:]}"]
+        if not value:
+            return []
+        if self.kind == "on":
+            return [self.flag]
+        return [self.flag, str(int(value)) if self.kind == "number" else str(value)]
+
+
+# In the order they follow vLLM's fixed arguments.
+OPTIONAL_FLAGS = (
+    OptionalFlag("--revision", "model.revision", "value"),
+    OptionalFlag("--quantization", "vllm.quantization", "value"),
+    OptionalFlag("--max-num-seqs", "vllm.maxNumSeqs", "number"),
+    OptionalFlag("--max-num-batched-tokens", "vllm.maxNumBatchedTokens", "number"),
+    OptionalFlag("--enable-chunked-prefill", "vllm.enableChunkedPrefill", "switch"),
+    OptionalFlag("--enable-prefix-caching", "vllm.enablePrefixCaching", "switch"),
+    OptionalFlag("--enable-log-requests", "vllm.logRequests", "on"),
+)
 
 
 @dataclass(frozen=True)
@@ -133,20 +168,9 @@ def vllm_args(config: StackConfig, gpu: GpuPlan) -> tuple[str, ...]:
     ]  # fmt: skip
     if not gpu.is_cpu:
         args += ["--gpu-memory-utilization", f"{v.gpu_memory_utilization:g}"]
-    if config.model.revision:
-        args += ["--revision", config.model.revision]
-    if v.quantization:
-        args += ["--quantization", v.quantization]
-    if v.max_num_seqs:
-        args += ["--max-num-seqs", str(v.max_num_seqs)]
-    if v.max_num_batched_tokens:
-        args += ["--max-num-batched-tokens", str(v.max_num_batched_tokens)]
-    if v.enable_chunked_prefill is not None:
-        args.append("--enable-chunked-prefill" if v.enable_chunked_prefill else "--no-enable-chunked-prefill")
-    if v.enable_prefix_caching is not None:
-        args.append("--enable-prefix-caching" if v.enable_prefix_caching else "--no-enable-prefix-caching")
-    if v.log_requests:
-        args.append("--enable-log-requests")
+    stack = config.model_dump(by_alias=True)
+    for option in OPTIONAL_FLAGS:
+        args += option.args(_at(stack, option.key))
     # On SIGTERM vLLM finishes in-flight requests for this long (its default, 0, aborts them).
     args += ["--shutdown-timeout", str(v.shutdown_timeout)]
     args += ["--uvicorn-log-level", v.log_level]

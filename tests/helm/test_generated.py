@@ -83,11 +83,12 @@ def test_the_policy_rules_do_read_helm_output(chart):
     assert "[fenced] StatefulSet/vllm: no NetworkPolicy selects its pods" in found
 
 
-def test_every_wrapper_setting_reads_a_chart_value_the_schema_declares(chart):
+def test_every_generated_setting_and_flag_reads_a_chart_value_the_schema_declares(chart):
     from components import wrapper_env
+    from components.plan import OPTIONAL_FLAGS
 
-    for setting in (*wrapper_env.STACK_SETTINGS, *wrapper_env.SCALER_SETTINGS):
+    for item in (*wrapper_env.STACK_SETTINGS, *wrapper_env.SCALER_SETTINGS, *OPTIONAL_FLAGS):
         node = chart.schema
-        for part in setting.key.split("."):
+        for part in item.key.split("."):
             node = node["properties"][part]
-        assert node, setting
+        assert node, item
