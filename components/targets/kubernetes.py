@@ -7,18 +7,18 @@ from typing import TYPE_CHECKING, Any
 
 from components import manifests
 from components.config import StackConfig
-from components.targets import KeptWarm, WrapperService
+from components.targets.base import KeptWarm, WrapperService
 
 if TYPE_CHECKING:
     import pulumi
 
 
 class Kubernetes:
-    name = "kubernetes"
+    name: str = "kubernetes"
     # cluster-autoscaler's default --scale-down-unneeded-time: a GPU node stays (and is billed)
     # this long after its last pod is gone.
-    node_release_seconds = 600
-    prices_stand_in = True
+    node_release_seconds: float = 600
+    prices_stand_in: bool = True
 
     def deploy(
         self, name: str, config: StackConfig, secret_values: Mapping[str, pulumi.Output[str] | None]

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from components.config import StackConfig
-from components.targets import KeptWarm, WrapperService
+from components.targets.base import KeptWarm, WrapperService
 
 if TYPE_CHECKING:
     import pulumi
@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
 
 class Modal:
-    name = "modal"
-    node_release_seconds = 0  # Modal bills the container, not a node
-    prices_stand_in = False
+    name: str = "modal"
+    node_release_seconds: float = 0  # Modal bills the container, not a node
+    prices_stand_in: bool = False
 
     def deploy(
         self, name: str, config: StackConfig, secret_values: Mapping[str, pulumi.Output[str] | None]

@@ -40,3 +40,14 @@ def test_no_module_but_the_targets_compares_the_target_name(path):
             names = {p.value for p in parts if isinstance(p, ast.Constant)}
             reads_target = any(isinstance(p, ast.Attribute) and p.attr == "target" for p in parts)
             assert not (reads_target or names & {"kubernetes", "modal"}), f"{path}:{node.lineno}"
+
+
+def test_the_cli_and_the_targets_load_no_pulumi_or_modal_sdk():
+    """A target imports its Pulumi components only to deploy, so `vllm-deploy` starts quickly."""
+    import subprocess
+    import sys
+
+    code = "import sys, components.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in ('pulumi', 'modal')))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
