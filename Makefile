@@ -19,7 +19,7 @@ endif
 
 WRAPPER_IMAGE ?= ghcr.io/vllm-deploy/wrapper:0.1.0
 
-.PHONY: install test up down preview destroy render image
+.PHONY: install test up down preview destroy render image golden generate
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -59,3 +59,11 @@ destroy:
 # The wrapper's image, as the release workflow builds it (needs a Docker engine).
 image:
 	@WRAPPER_IMAGE=$(WRAPPER_IMAGE) bash scripts/image
+
+# Rewrite the pinned outputs (tests/golden/files/) after a deliberate change to what stacks render.
+golden: install
+	$(PY) -m tests.golden.snapshot write tests/golden/files
+
+# Rewrite the chart files that repeat what components/ decides (GPU table, enums, secret flags).
+generate: install
+	$(PY) -m components.chartgen

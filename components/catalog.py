@@ -1,7 +1,8 @@
 """What the project knows about GPUs and models, as plain data.
 
-The fit check and the Kubernetes node selectors read these tables; nothing here
-talks to a network. A model that is not listed can still be deployed: the stack
+The fit check, the Kubernetes node selectors, the Modal GPU limits and the chart's generated GPU
+table read these tables; nothing here talks to a network. Standard library only: the Modal
+containers import it. A model that is not listed can still be deployed: the stack
 gives ``model.parametersBillion`` and the shape-based estimates fall back to
 conservative defaults.
 """
@@ -20,6 +21,8 @@ class Gpu:
     memory_gib: float  # what nvidia-smi reports (MiB / 1024), not the marketing GB
     # The label NVIDIA's GPU feature discovery puts on nodes (`nvidia.com/gpu.product`).
     node_product: str
+    # The most of this GPU Modal attaches to one container (`A100-80GB:8`).
+    modal_max_count: int = 8
 
 
 GPUS: dict[str, Gpu] = {
@@ -31,7 +34,7 @@ GPUS: dict[str, Gpu] = {
         Gpu("H200", 140.4, "NVIDIA-H200"),
         Gpu("B200", 179.1, "NVIDIA-B200"),
         Gpu("L40S", 45.0, "NVIDIA-L40S"),
-        Gpu("A10G", 22.5, "NVIDIA-A10G"),
+        Gpu("A10G", 22.5, "NVIDIA-A10G", modal_max_count=4),
         Gpu("L4", 22.5, "NVIDIA-L4"),
         Gpu("T4", 15.0, "Tesla-T4"),
     )

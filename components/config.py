@@ -26,10 +26,10 @@ from pydantic.alias_generators import to_camel
 
 from components import catalog
 from components.fit import FitReport, check_fit
-from components.secret_args import secret_flag
+from components.secrets import SECRET_KEYS, secret_flag
+from components.wrapper_env import MAX_RETRIES_LIMIT
 
 PROJECT = "vllm-deploy"
-SECRET_KEYS = ("hfToken", "vllmApiKey", "wrapperApiKey")
 
 
 class ConfigError(ValueError):
@@ -197,7 +197,7 @@ class WrapperConfig(Section):
     )
     default_max_tokens: int = Field(default=2048, ge=1)
     default_temperature: float = Field(default=0.7, ge=0, le=2)
-    max_retries: int = Field(default=3, ge=0, le=10)
+    max_retries: int = Field(default=3, ge=0, le=MAX_RETRIES_LIMIT)
     timeout: Seconds = 60
     # How long a request may wait for a scaled-to-zero vLLM to wake (0 = answer 503 at once).
     wake_timeout: Seconds = 600

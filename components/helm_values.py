@@ -24,6 +24,8 @@ import yaml
 from components import manifests
 from components.config import StackConfig
 from components.manifests import REDACTED
+from components.plan import serving_plan
+from components.secrets import SECRET_ENV
 
 SecretsMode = Literal["existing", "placeholders"]
 CHART_PATH = "charts/vllm-deploy"
@@ -42,18 +44,18 @@ def helm_values(config: StackConfig, secrets: SecretsMode = "existing") -> dict[
     """The values file that reproduces `config` (a Kubernetes stack) with the chart."""
     if config.target != "kubernetes":
         raise ValueError(f"the Helm chart deploys to Kubernetes; this stack targets {config.target}")
-    n = manifests.names(config)
+    n, plan = manifests.names(config), serving_plan(config)
     vllm = _dump(config.vllm) | {
         "gpuMemoryUtilization": _g(config.vllm.gpu_memory_utilization),
         # Derived from the model's size when the stack does not set it.
-        "startupTimeout": manifests.startup_budget_seconds(config),
+        "startupTimeout": plan.startup_budget_seconds,
     }
     wrapper = _dump(config.wrapper) | {"defaultTemperature": _g(config.wrapper.default_temperature)}
     kubernetes = _dump(config.kubernetes)
     # Left out, as are `target` and the `modal` and `cost` sections: where Pulumi deploys
     # (Helm takes --kube-context).
     kubernetes.pop("context", None)
-    kubernetes["cache"] = kubernetes.get("cache", {}) | {"size": manifests.cache_size(config)}
+    kubernetes["cache"] = kubernetes.get("cache", {}) | {"size": plan.cache_size}
     if secrets == "existing":
         secret_values: dict[str, Any] = {"create": False, "existingSecret": n.secret}
         # The Secret is created before the release, so its namespace must already exist;
@@ -84,13 +86,13 @@ def values_yaml(config: StackConfig, secrets: SecretsMode = "existing", stack: s
         "# kubernetes.releaseName and kubernetes.namespace pin that release name and namespace.",
     ]
     if secrets == "existing":
-        keys = ["VLLM_API_KEY"] + (["HF_TOKEN"] if config.model.gated else [])
+        keys = [SECRET_ENV["vllmApiKey"]] + ([SECRET_ENV["hfToken"]] if config.model.gated else [])
         head += [
             f"# Secrets stay out of values: create the namespace and the Secret {n.secret} first,",
             "# from a file of KEY=value lines (never type keys on a command line), e.g.",
             f"#   kubectl create namespace {n.namespace}",
             f"#   kubectl create secret generic {n.secret} -n {n.namespace} --from-env-file=secrets.env",
-            f"# with {', '.join(keys)} in secrets.env (add VLLM_WRAPPER_API_KEY to make clients send a Bearer key).",
+            f"# with {', '.join(keys)} in secrets.env (add {SECRET_ENV['wrapperApiKey']} to make clients send a Bearer key).",
         ]
     else:
         head.append(f"# secrets.* hold {REDACTED!r} placeholders: replace them before installing.")

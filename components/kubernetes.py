@@ -15,6 +15,7 @@ import pulumi_kubernetes as k8s
 from components import manifests
 from components.config import StackConfig
 from components.manifests import Manifest
+from components.plan import serving_plan
 
 _CLASSES: dict[tuple[str, str], Any] = {
     ("v1", "Namespace"): k8s.core.v1.Namespace,
@@ -68,7 +69,7 @@ def secret_digest(secret_values: dict[str, pulumi.Output[str] | None]) -> pulumi
 
 def rollout_timeouts(config: StackConfig) -> pulumi.CustomTimeouts:
     """`pulumi up` waits for vLLM as long as its startup probe would, plus scheduling slack."""
-    minutes = manifests.startup_budget_seconds(config) // 60 + 10
+    minutes = serving_plan(config).startup_budget_seconds // 60 + 10
     return pulumi.CustomTimeouts(create=f"{minutes}m", update=f"{minutes}m", delete="10m")
 
 

@@ -1,6 +1,7 @@
 """Every Kubernetes object of a stack, built as a plain camelCase manifest dict.
 
-The one place objects are built: the Pulumi components declare these dicts as they
+What the objects carry comes from the serving plan (`components.plan`); this module only spells
+it the Kubernetes way. The one place objects are built: the Pulumi components declare these dicts as they
 are, `vllm-deploy render` prints them, and the Helm chart is tested against them.
 Secret values are whatever the caller passes (Pulumi Outputs, or a redaction mark),
 so nothing here ever sees a plain secret it could leak.
@@ -12,26 +13,18 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from components import catalog, fit
 from components.config import StackConfig
+from components.plan import VLLM_PORT, ServingPlan, serving_plan
+from components.secrets import SECRET_ENV
+from components.wrapper_env import API_KEY, WRAPPER_API_KEY
 
-VLLM_PORT = 8000
 CACHE_MOUNT = "/models"
 REDACTED = "<redacted>"
 SECRET_DIGEST = "checksum/secrets"
 PRESTOP_SLEEP_SECONDS = 10
 STARTUP_PROBE_PERIOD_SECONDS = 10
-# Assumed when no startupTimeout is set: a cold pull from the hub at 100 MiB/s, loading at
-# 1 GiB/s, plus five minutes for image pull, CUDA graphs and compilation.
-DOWNLOAD_MIB_PER_SECOND = 100
-LOAD_GIB_PER_SECOND = 1
-FIXED_STARTUP_SECONDS = 300
-MIN_STARTUP_SECONDS = 600
 
 Manifest = dict[str, Any]
-
-# Secret keys in the `<release>-secrets` Secret, by stack secret name.
-SECRET_ENV = {"hfToken": "HF_TOKEN", "vllmApiKey": "VLLM_API_KEY", "wrapperApiKey": "VLLM_WRAPPER_API_KEY"}
 
 
 @dataclass(frozen=True)
@@ -91,30 +84,14 @@ class StackManifests:
 # ------------------------------------------------------------------- derived
 
 
-def startup_budget_seconds(config: StackConfig) -> int:
-    """How long a vLLM replica may take to become ready: its startup probe's whole budget."""
-    if config.vllm.startup_timeout:
-        return config.vllm.startup_timeout
-    weights = fit.weights_gib(config) or 16.0
-    estimate = weights * 1024 / DOWNLOAD_MIB_PER_SECOND + weights / LOAD_GIB_PER_SECOND
-    seconds = max(MIN_STARTUP_SECONDS, FIXED_STARTUP_SECONDS + estimate)
-    return int(math.ceil(seconds / 60) * 60)
+def termination_grace_seconds(plan: ServingPlan) -> int:
+    return PRESTOP_SLEEP_SECONDS + plan.shutdown_timeout + 15
 
 
-def termination_grace_seconds(config: StackConfig) -> int:
-    return PRESTOP_SLEEP_SECONDS + config.vllm.shutdown_timeout + 15
-
-
-def cache_size(config: StackConfig) -> str:
-    if config.kubernetes.cache.size:
-        return config.kubernetes.cache.size
-    weights = fit.weights_gib(config)
-    return f"{math.ceil(weights * 2 + 10)}Gi" if weights else "200Gi"
-
-
-def shm_size(config: StackConfig) -> str:
+def shm_size(plan: ServingPlan) -> str:
     # NCCL moves tensor-parallel activations through /dev/shm; one GPU needs little.
-    return "2Gi" if config.tensor_parallel_size == 1 else f"{8 * config.tensor_parallel_size}Gi"
+    tp = plan.gpu.tensor_parallel_size
+    return "2Gi" if tp == 1 else f"{8 * tp}Gi"
 
 
 def app_version(config: StackConfig) -> str:
@@ -205,79 +182,46 @@ def secret(config: StackConfig, values: dict[str, Any]) -> Manifest:
     }
 
 
-def vllm_args(config: StackConfig) -> list[str]:
-    v = config.vllm
-    args = [
-        "--model", config.model.id,
-        "--served-model-name", config.model.name,
-        "--host", "0.0.0.0",
-        "--port", str(VLLM_PORT),
-        "--tensor-parallel-size", str(config.tensor_parallel_size),
-        "--max-model-len", str(v.max_model_len),
-        "--dtype", v.dtype,
-    ]  # fmt: skip
-    if not config.gpu.is_cpu:
-        args += ["--gpu-memory-utilization", f"{v.gpu_memory_utilization:g}"]
-    if config.model.revision:
-        args += ["--revision", config.model.revision]
-    if v.quantization:
-        args += ["--quantization", v.quantization]
-    if v.max_num_seqs:
-        args += ["--max-num-seqs", str(v.max_num_seqs)]
-    if v.max_num_batched_tokens:
-        args += ["--max-num-batched-tokens", str(v.max_num_batched_tokens)]
-    if v.enable_chunked_prefill is not None:
-        args.append("--enable-chunked-prefill" if v.enable_chunked_prefill else "--no-enable-chunked-prefill")
-    if v.enable_prefix_caching is not None:
-        args.append("--enable-prefix-caching" if v.enable_prefix_caching else "--no-enable-prefix-caching")
-    if v.log_requests:
-        args.append("--enable-log-requests")
-    # On SIGTERM vLLM finishes in-flight requests for this long (its default, 0, aborts them).
-    args += ["--shutdown-timeout", str(v.shutdown_timeout)]
-    args += ["--uvicorn-log-level", v.log_level]
-    return [*args, *v.extra_args]
-
-
-def _vllm_resources(config: StackConfig) -> Manifest:
+def _vllm_resources(config: StackConfig, plan: ServingPlan) -> Manifest:
     if config.vllm.resources:
         bounds = config.vllm.resources
         requests = {"cpu": bounds.requests.cpu, "memory": bounds.requests.memory}
         limits = {"cpu": bounds.limits.cpu, "memory": bounds.limits.memory}
     else:
-        n = config.tensor_parallel_size
+        n = plan.gpu.tensor_parallel_size
         requests = {"cpu": str(4 * n), "memory": f"{24 * n}Gi"}
         limits = {"cpu": str(8 * n), "memory": f"{48 * n}Gi"}
-    if not config.gpu.is_cpu:
+    if not plan.gpu.is_cpu:
         # Extended resources must be requested and limited alike.
-        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(config.gpu.count)
+        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(plan.gpu.count)
     return {"requests": requests, "limits": limits}
 
 
-def _vllm_env(config: StackConfig) -> list[Manifest]:
+def _vllm_env(config: StackConfig, plan: ServingPlan) -> list[Manifest]:
     secret_name = names(config).secret
+    api_key, hf_token = SECRET_ENV["vllmApiKey"], SECRET_ENV["hfToken"]
     env = [
         {"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"},
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
         {"name": "DO_NOT_TRACK", "value": "1"},
         # vLLM reads its API key from VLLM_API_KEY, so it never appears in the args.
-        _secret_env("VLLM_API_KEY", secret_name, "VLLM_API_KEY"),
-        _secret_env("HF_TOKEN", secret_name, "HF_TOKEN", optional=True),
+        _secret_env(api_key, secret_name, api_key),
+        _secret_env(hf_token, secret_name, hf_token, optional=True),
     ]
-    if config.gpu.is_cpu:
+    if plan.gpu.is_cpu:
         env.append({"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"})
     return env
 
 
-def _gpu_placement(config: StackConfig) -> Manifest:
-    if config.gpu.is_cpu:
+def _gpu_placement(config: StackConfig, plan: ServingPlan) -> Manifest:
+    if plan.gpu.spec is None:
         placement: Manifest = {}
         if config.kubernetes.node_selector:
             placement["nodeSelector"] = dict(config.kubernetes.node_selector)
         if config.kubernetes.tolerations:
             placement["tolerations"] = [t.model_dump(exclude_none=True) for t in config.kubernetes.tolerations]
         return placement
-    gpu = catalog.GPUS[config.gpu.type]
-    node_selector = config.kubernetes.node_selector or {"nvidia.com/gpu.product": gpu.node_product}
+    node_selector = config.kubernetes.node_selector or {"nvidia.com/gpu.product": plan.gpu.spec.node_product}
     tolerations = (
         [t.model_dump(exclude_none=True) for t in config.kubernetes.tolerations]
         if config.kubernetes.tolerations is not None
@@ -286,14 +230,14 @@ def _gpu_placement(config: StackConfig) -> Manifest:
     return {"nodeSelector": dict(node_selector), "tolerations": tolerations}
 
 
-def vllm_statefulset(config: StackConfig, secret_digest: Any = REDACTED) -> Manifest:
+def vllm_statefulset(config: StackConfig, plan: ServingPlan, secret_digest: Any = REDACTED) -> Manifest:
     n = names(config)
-    budget = startup_budget_seconds(config)
+    budget = plan.startup_budget_seconds
     cache_claim: Manifest = {
         "metadata": {"name": "model-cache"},
         "spec": {
             "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": cache_size(config)}},
+            "resources": {"requests": {"storage": plan.cache_size}},
         },
     }
     if config.kubernetes.cache.storage_class:
@@ -303,10 +247,10 @@ def vllm_statefulset(config: StackConfig, secret_digest: Any = REDACTED) -> Mani
         "image": config.vllm.image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
-        "args": vllm_args(config),
-        "env": _vllm_env(config),
+        "args": list(plan.vllm_args),
+        "env": _vllm_env(config, plan),
         "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
-        "resources": _vllm_resources(config),
+        "resources": _vllm_resources(config, plan),
         # /health is open; /v1/* needs the API key, so probes never touch it.
         "startupProbe": _http_probe(
             "/health", "http", STARTUP_PROBE_PERIOD_SECONDS, math.ceil(budget / STARTUP_PROBE_PERIOD_SECONDS), 5
@@ -339,7 +283,7 @@ def vllm_statefulset(config: StackConfig, secret_digest: Any = REDACTED) -> Mani
         ),
         "spec": {
             "serviceName": n.headless,
-            "replicas": config.vllm.replicas,
+            "replicas": plan.replicas,
             "podManagementPolicy": "Parallel",
             "persistentVolumeClaimRetentionPolicy": {"whenScaled": "Retain", "whenDeleted": "Retain"},
             "selector": {"matchLabels": selector(config, "vllm")},
@@ -347,11 +291,11 @@ def vllm_statefulset(config: StackConfig, secret_digest: Any = REDACTED) -> Mani
                 "metadata": {"labels": labels(config, "vllm"), "annotations": {SECRET_DIGEST: secret_digest}},
                 "spec": {
                     "automountServiceAccountToken": False,
-                    "terminationGracePeriodSeconds": termination_grace_seconds(config),
+                    "terminationGracePeriodSeconds": termination_grace_seconds(plan),
                     "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-                    **_gpu_placement(config),
+                    **_gpu_placement(config, plan),
                     "containers": [container],
-                    "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(config)}}],
+                    "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(plan)}}],
                 },
             },
             "volumeClaimTemplates": [cache_claim],
@@ -391,31 +335,21 @@ def vllm_network_policy(config: StackConfig) -> Manifest:
     }
 
 
-def wrapper_env(config: StackConfig) -> list[Manifest]:
-    n, w = names(config), config.wrapper
-    env = [
-        {"name": "VLLM_BASE_URL", "value": n.vllm_url},
-        {"name": "VLLM_MODEL", "value": config.model.name},
-        {"name": "VLLM_WRAPPER_HOST", "value": "0.0.0.0"},
-        {"name": "VLLM_WRAPPER_PORT", "value": str(w.port)},
-        {"name": "VLLM_DEFAULT_MAX_TOKENS", "value": str(w.default_max_tokens)},
-        {"name": "VLLM_DEFAULT_TEMPERATURE", "value": f"{w.default_temperature:g}"},
-        {"name": "VLLM_MAX_RETRIES", "value": str(w.max_retries)},
-        {"name": "VLLM_TIMEOUT", "value": str(w.timeout)},
-        _secret_env("VLLM_API_KEY", n.secret, "VLLM_API_KEY"),
-        _secret_env("VLLM_WRAPPER_API_KEY", n.secret, "VLLM_WRAPPER_API_KEY", optional=True),
+def wrapper_env(config: StackConfig, plan: ServingPlan) -> list[Manifest]:
+    n = names(config)
+    plain = plan.wrapper.environment(base_url=n.vllm_url, listen=True)
+    env = [{"name": name, "value": value} for name, value in plain.items()]
+    env += [
+        _secret_env(API_KEY, n.secret, SECRET_ENV["vllmApiKey"]),
+        _secret_env(WRAPPER_API_KEY, n.secret, SECRET_ENV["wrapperApiKey"], optional=True),
     ]
-    if config.scales_to_zero:
-        env += [
-            {"name": "VLLM_IDLE_TIMEOUT", "value": str(config.idle_timeout)},
-            {"name": "VLLM_WAKE_TIMEOUT", "value": str(w.wake_timeout)},
-            {"name": "VLLM_K8S_NAMESPACE", "value": n.namespace},
-            {"name": "VLLM_K8S_STATEFULSET", "value": n.vllm},
-        ]
+    if plan.scales_to_zero:
+        scaler = plan.wrapper.scaler_environment(n.namespace, n.vllm)
+        env += [{"name": name, "value": value} for name, value in scaler.items()]
     return env
 
 
-def wrapper_deployment(config: StackConfig, secret_digest: Any = REDACTED) -> Manifest:
+def wrapper_deployment(config: StackConfig, plan: ServingPlan, secret_digest: Any = REDACTED) -> Manifest:
     n, w = names(config), config.wrapper
     pod_spec: Manifest = {
         "securityContext": {
@@ -437,7 +371,7 @@ def wrapper_deployment(config: StackConfig, secret_digest: Any = REDACTED) -> Ma
                 "name": "wrapper",
                 "image": w.image,
                 "imagePullPolicy": "IfNotPresent",
-                "env": wrapper_env(config),
+                "env": wrapper_env(config, plan),
                 "ports": [{"name": "http", "containerPort": w.port, "protocol": "TCP"}],
                 "resources": {
                     "requests": {"cpu": w.resources.requests.cpu, "memory": w.resources.requests.memory},
@@ -450,12 +384,12 @@ def wrapper_deployment(config: StackConfig, secret_digest: Any = REDACTED) -> Ma
             }
         ],
     }
-    if config.scales_to_zero:
+    if plan.scales_to_zero:
         pod_spec["serviceAccountName"] = n.scaler
     else:
         pod_spec["automountServiceAccountToken"] = False
     skips = _image_skips(w.image)
-    if config.scales_to_zero:
+    if plan.scales_to_zero:
         skips["CKV_K8S_38"] = "the wrapper scales the vLLM StatefulSet through the API server"
     return {
         "apiVersion": "apps/v1",
@@ -579,24 +513,24 @@ def build(
     """
     if secret_values is None:
         secret_values = {k: REDACTED for k in config.secrets_present}
-    n = names(config)
+    n, plan = names(config), serving_plan(config)
     return StackManifests(
         namespace=namespace(config) if config.kubernetes.create_namespace else None,
         secret=secret(config, secret_values),
         vllm=[
-            vllm_statefulset(config, secret_digest),
+            vllm_statefulset(config, plan, secret_digest),
             _service(config, n.headless, "vllm", VLLM_PORT, headless=True),
             _service(config, n.vllm, "vllm", VLLM_PORT),
             vllm_network_policy(config),
         ],
         wrapper=[
-            wrapper_deployment(config, secret_digest),
+            wrapper_deployment(config, plan, secret_digest),
             _service(config, n.wrapper, "wrapper", config.wrapper.port),
             wrapper_hpa(config),
             wrapper_pdb(config),
             wrapper_network_policy(config),
         ],
-        scaler=scaler_rbac(config) if config.scales_to_zero else [],
+        scaler=scaler_rbac(config) if plan.scales_to_zero else [],
     )
 
 

@@ -32,15 +32,10 @@ from pulumi.runtime import rpc
 
 from components.config import StackConfig
 from components.modal_app import AppSpec, SpecError, source_hash, wrapper_requirements
+from components.plan import serving_plan
+from components.secrets import SECRETS
 
 T = TypeVar("T")
-
-# Keys of the Modal Secret, from the stack's secret config keys (old names kept for users' scripts).
-SECRET_ENV = {
-    "hfToken": ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"),
-    "vllmApiKey": ("VLLM_API_KEY", "VLLM_SERVER_API_KEY"),
-    "wrapperApiKey": ("VLLM_WRAPPER_API_KEY",),
-}
 
 
 # ------------------------------------------------------------------ the seam
@@ -315,9 +310,9 @@ def app_inputs(spec: AppSpec, app_source_hash: str, secret_version: Any) -> dict
 def secret_env(values: Mapping[str, str | None]) -> dict[str, str]:
     """Stack secrets → the Modal Secret's keys; unset ones are "" (the wrapper reads "" as unset)."""
     env: dict[str, str] = {}
-    for key, names in SECRET_ENV.items():
-        for name in names:
-            env[name] = values.get(key) or ""
+    for key in SECRETS:  # the old deployments' names too, for users' scripts
+        for name in (key.env, *key.aliases):
+            env[name] = values.get(key.name) or ""
     return env
 
 
@@ -326,7 +321,9 @@ def app_name_for(config: StackConfig, stack: str) -> str:
 
 
 def app_spec(config: StackConfig, stack: str) -> AppSpec:
-    return AppSpec.from_config(config, app_name=app_name_for(config, stack), wrapper_requirements=wrapper_requirements())
+    return AppSpec.from_plan(
+        serving_plan(config), config.modal, app_name=app_name_for(config, stack), wrapper_requirements=wrapper_requirements()
+    )
 
 
 # --------------------------------------------------------------- component

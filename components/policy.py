@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Iterator
 
 from components.manifests import Manifest
-from components.secret_args import secret_flag
+from components.secrets import secret_flag
 
 _SECRET_NAME = re.compile(r"(^|_)(KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
 _LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component")

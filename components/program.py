@@ -1,4 +1,4 @@
-"""The Pulumi program: read the stack's config once, declare its target."""
+"""The Pulumi program: read the stack's config once, let its target declare it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 
 from components.config import PROJECT, SECRET_KEYS, ConfigError, StackConfig, parse_stack_config, strip_project_prefix
+from components.targets import target_of
 
 
 def _decode(value: Any) -> Any:
@@ -40,16 +41,6 @@ def main() -> None:
         # RunError prints the message alone: one line per problem, no traceback.
         raise pulumi.RunError(f"invalid stack config\n{error}") from None
 
-    if config.target == "kubernetes":
-        from components.kubernetes import KubernetesDeployment
-
-        deployment = KubernetesDeployment(PROJECT, config, secret_values())
-        outputs = deployment.outputs
-    else:
-        from components.modal_target import ModalDeployment
-
-        modal_deployment = ModalDeployment(PROJECT, config, secret_values())
-        outputs = modal_deployment.outputs
-
+    outputs = target_of(config).deploy(PROJECT, config, secret_values())
     for key, value in outputs.items():
         pulumi.export(key, value)

@@ -405,17 +405,17 @@ def _target(config: Any, url: str | None, context: str | None, progress: Progres
     if url:
         yield url, "url"
         return
-    if config.target != "kubernetes":
-        raise SmokeError(f"the stack targets {config.target}: pass the wrapper's URL with --url")
-    from components.manifests import names
     from components.portforward import PortForward, PortForwardError
+    from components.targets import target_of
 
-    n = names(config)
+    service = target_of(config).wrapper_service(config)
+    if service is None:
+        raise SmokeError(f"the stack targets {config.target}: pass the wrapper's URL with --url")
     forward = PortForward(
-        namespace=n.namespace,
-        service=n.wrapper,
-        port=config.wrapper.port,
-        context=context or config.kubernetes.context,
+        namespace=service.namespace,
+        service=service.name,
+        port=service.port,
+        context=context or service.context,
         progress=progress,
     )
     try:

@@ -49,10 +49,18 @@ def load_app(spec: AppSpec) -> ModuleType:
     return module
 
 
+# The standard-library modules of components/ the containers import besides this package.
+CONTAINER_MODULES = ("components/catalog.py", "components/secrets.py", "components/wrapper_env.py")
+
+
 def source_files(root: Path = REPO_ROOT) -> list[Path]:
-    """The files whose change must redeploy the app: these modules and the wrapper package."""
+    """The files whose change must redeploy the app: these modules, those they import, the wrapper."""
     here = root / _HERE.relative_to(REPO_ROOT)
-    files = [*sorted(here.rglob("*.py")), *sorted((root / WRAPPER_PACKAGE).rglob("*.py"))]
+    files = [
+        *sorted(here.rglob("*.py")),
+        *(root / module for module in CONTAINER_MODULES),
+        *sorted((root / WRAPPER_PACKAGE).rglob("*.py")),
+    ]
     return [f for f in files if "__pycache__" not in f.parts]
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import modal
 
+from components import wrapper_env
 from components.modal_app.spec import HF_CACHE_DIR, VLLM_CACHE_DIR, AppSpec
 
 # CUDA toolkit image vLLM's wheels (and flashinfer's JIT) run on; Python added by Modal.
@@ -36,7 +37,7 @@ def wrapper_image(spec: AppSpec, wrapper_package: str) -> modal.Image:
     return (
         modal.Image.debian_slim(python_version=WRAPPER_PYTHON)
         .uv_pip_install(*spec.wrapper_requirements)
-        .env({"VLLM_WRAPPER_PORT": "8001", "VLLM_LOG_LEVEL": "INFO"})
+        .env({wrapper_env.WRAPPER_PORT: "8001", wrapper_env.LOG_LEVEL: "INFO"})
         # The same files as in the repository, added at container start (no copy in the image).
         .add_local_python_source(wrapper_package)
     )

@@ -1,6 +1,6 @@
 """`AppSpec`: everything a Modal app definition needs, as plain typed data.
 
-Built from the typed `StackConfig` on the deploying machine (`AppSpec.from_config`), then
+Built from the stack's serving plan on the deploying machine (`AppSpec.from_plan`), then
 travels as JSON: into the app modules when they are loaded for a deploy (`load_app`), and
 into the Modal containers as the `VLLM_DEPLOY_MODAL_SPEC` environment variable, so the
 container re-imports the same module and declares exactly the same functions.
@@ -19,28 +19,19 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal
 
-from components.secret_args import secret_flag
+from components import catalog
+from components.secrets import secret_flag
 
 if TYPE_CHECKING:  # the deploying side only
-    from components.config import StackConfig
+    from components.config import ModalConfig
+    from components.plan import ServingPlan
 
 SPEC_ENV = "VLLM_DEPLOY_MODAL_SPEC"
 ARCHITECTURES = ("integrated", "autoscale")
-VLLM_PORT = 8000
 HF_CACHE_DIR = "/root/.cache/huggingface"
 VLLM_CACHE_DIR = "/root/.cache/vllm"
-# Modal's GPU strings for the types the stack config knows, and the most of each per container.
-MODAL_GPU_MAX_COUNT = {
-    "A100-80GB": 8, "A100-40GB": 8, "H100": 8, "H200": 8, "B200": 8, "L40S": 8, "A10G": 4, "L4": 8, "T4": 8,
-}  # fmt: skip
-# Keys of the named Modal Secret (the old deployments' names first; values never in this spec).
-SECRET_ENV_KEYS = (
-    "HUGGING_FACE_HUB_TOKEN",  # old name, still read by huggingface_hub
-    "HF_TOKEN",
-    "VLLM_SERVER_API_KEY",  # old name of vLLM's key
-    "VLLM_API_KEY",  # vLLM reads its --api-key from here; the wrapper sends it upstream
-    "VLLM_WRAPPER_API_KEY",  # Bearer key clients send to the wrapper ("" = open)
-)
+# Modal's GPU strings (the catalog's names) and the most of each per container.
+MODAL_GPU_MAX_COUNT = {gpu.name: gpu.modal_max_count for gpu in catalog.GPUS.values()}
 _APP_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
 
 
@@ -69,7 +60,7 @@ class AppSpec:
     max_concurrent_inputs: int
     hf_cache_volume: str = "vllm-deploy-hf-cache"
     vllm_cache_volume: str = "vllm-deploy-vllm-cache"
-    port: int = VLLM_PORT
+    port: int = 8000  # vLLM's port in the container (components.plan.VLLM_PORT)
     # autoscale only: the always-on wrapper in front of the GPU function.
     wrapper_requirements: tuple[str, ...] = ()
     wrapper_env: dict[str, str] = field(default_factory=dict)
@@ -105,10 +96,6 @@ class AppSpec:
     def gpu(self) -> str:
         """Modal's GPU string: `A100-80GB:2`."""
         return f"{self.gpu_type}:{self.gpu_count}"
-
-    @property
-    def tensor_parallel_size(self) -> int:
-        return self.gpu_count
 
     @property
     def web_functions(self) -> tuple[str, ...]:
@@ -168,50 +155,41 @@ class AppSpec:
     def from_json(cls, text: str) -> AppSpec:
         return cls.from_dict(json.loads(text))
 
-    # ------------------------------------------------------------ from config
+    # -------------------------------------------------------------- from plan
 
     @classmethod
-    def from_config(
-        cls, config: StackConfig, *, app_name: str, wrapper_requirements: tuple[str, ...] = ()
+    def from_plan(
+        cls, plan: ServingPlan, modal: ModalConfig, *, app_name: str, wrapper_requirements: tuple[str, ...] = ()
     ) -> AppSpec:
-        """The Modal app for a validated `target: modal` stack."""
-        from components import manifests
-
-        m = config.modal
-        idle = config.idle_timeout or None
-        architecture = m.architecture
-        min_containers = m.min_containers if idle else max(1, m.min_containers)
+        """The Modal app for a validated `target: modal` stack: its serving plan and its `modal` section."""
+        idle = plan.idle_timeout or None
+        architecture = modal.architecture
+        min_containers = modal.min_containers if idle else max(1, modal.min_containers)
         wrapper_env: dict[str, str] = {}
         if architecture == "autoscale":
-            w = config.wrapper
-            wrapper_env = {
-                "VLLM_MODEL": config.model.name,
-                # A request may arrive while the GPU function is scaled to zero: Modal holds it
-                # until vLLM is up, so the wrapper waits for a cold start plus its own timeout.
-                "VLLM_TIMEOUT": str(w.timeout + max(w.wake_timeout, manifests.startup_budget_seconds(config))),
-                "VLLM_DEFAULT_MAX_TOKENS": str(w.default_max_tokens),
-                "VLLM_DEFAULT_TEMPERATURE": f"{w.default_temperature:g}",
-                "VLLM_MAX_RETRIES": str(w.max_retries),
-            }
+            # A request may arrive while the GPU function is scaled to zero: Modal holds it until
+            # vLLM is up. The wrapper's URL of vLLM is known only in its container (wrapper_asgi).
+            wrapper_env = plan.wrapper.environment(timeout=plan.wrapper.timeout_through_cold_start)
         return cls(
             architecture=architecture,
             app_name=app_name,
-            secret_name=m.secret_name,
-            model_id=config.model.id,
-            served_model_name=config.model.name,
-            gpu_type=config.gpu.type,
-            gpu_count=config.gpu.count,
-            vllm_version=m.vllm_version or vllm_version_from_image(config.vllm.image),
-            vllm_args=tuple(manifests.vllm_args(config)),
+            secret_name=modal.secret_name,
+            model_id=plan.model_id,
+            served_model_name=plan.served_name,
+            gpu_type=plan.gpu.type,
+            gpu_count=plan.gpu.count,
+            vllm_version=modal.vllm_version or vllm_version_from_image(plan.vllm_image),
+            vllm_args=plan.vllm_args,
             scaledown_window=idle,
             min_containers=min_containers,
-            max_containers=m.max_containers,
-            function_timeout=m.function_timeout,
-            startup_timeout=manifests.startup_budget_seconds(config),
-            max_concurrent_inputs=m.max_concurrent_inputs,
+            max_containers=modal.max_containers,
+            function_timeout=modal.function_timeout,
+            startup_timeout=plan.startup_budget_seconds,
+            max_concurrent_inputs=modal.max_concurrent_inputs,
+            port=plan.vllm_port,
             wrapper_requirements=tuple(wrapper_requirements) if architecture == "autoscale" else (),
             wrapper_env=wrapper_env,
-            wrapper_max_concurrent_inputs=m.wrapper_max_concurrent_inputs,
+            wrapper_max_concurrent_inputs=modal.wrapper_max_concurrent_inputs,
         )
 
 

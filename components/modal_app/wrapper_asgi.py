@@ -13,13 +13,14 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from components import wrapper_env
 from components.modal_app import WRAPPER_FACTORY, WRAPPER_PACKAGE
 from components.modal_app.spec import AppSpec
 
 
 def wrapper_environment(spec: AppSpec, vllm_url: str) -> dict[str, str]:
     """The non-secret VLLM_* settings of the wrapper; the keys come from the Modal secret."""
-    return {**spec.wrapper_env, "VLLM_BASE_URL": vllm_url.rstrip("/") + "/v1"}
+    return {**spec.wrapper_env, wrapper_env.BASE_URL: vllm_url.rstrip("/") + "/v1"}
 
 
 def service_info(spec: AppSpec, version: str) -> dict[str, Any]:
@@ -99,7 +100,7 @@ def _health_without_waking(
                 "status": "degraded",
                 "vllm_available": False,
                 "model": spec.served_model_name,
-                "base_url": os.environ.get("VLLM_BASE_URL"),
+                "base_url": os.environ.get(wrapper_env.BASE_URL),
                 "wrapper_status": "healthy",
                 "vllm_status": "unavailable",
                 "scale_state": "scaled_to_zero",

@@ -14,6 +14,8 @@ import yaml
 from components import catalog, manifests
 from components.config import StackConfig, VllmConfig, parse_stack_config
 from components.helm_values import helm_values
+from components.plan import serving_plan
+from components.secrets import SECRET_ENV
 from components.stackfile import load_stack, stack_names
 from tests.helm.chart import CHART_DIR, MINIMAL, NOTES, objects, render, render_stack
 
@@ -184,9 +186,9 @@ def test_created_secret_has_manifests_name_and_keys(chart):
     (secret,) = by_kind(objs, "Secret")
     assert secret["metadata"]["name"] == "vllm-secrets" == manifests.Names("vllm", "vllm").secret
     assert secret["stringData"] == {
-        manifests.SECRET_ENV["vllmApiKey"]: "k1",
-        manifests.SECRET_ENV["hfToken"]: "hf",
-        manifests.SECRET_ENV["wrapperApiKey"]: "k2",
+        SECRET_ENV["vllmApiKey"]: "k1",
+        SECRET_ENV["hfToken"]: "hf",
+        SECRET_ENV["wrapperApiKey"]: "k2",
     }
     refs = {(e["name"], e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
             for kind in ("StatefulSet", "Deployment") for e in container(objs, kind)["env"] if "valueFrom" in e}  # fmt: skip
@@ -275,7 +277,7 @@ def test_scale_to_zero_rbac_and_env_only_with_an_idle_timeout(chart):
         for label in ("helm.sh/chart", "app.kubernetes.io/managed-by"):
             obj["metadata"]["labels"].pop(label, None)
     assert sorted(rbac, key=lambda o: o["kind"]) == sorted(expected, key=lambda o: o["kind"])
-    assert list(env(objs, "Deployment").values()) == manifests.wrapper_env(dev)
+    assert list(env(objs, "Deployment").values()) == manifests.wrapper_env(dev, serving_plan(dev))
     (deployment,) = by_kind(objs, "Deployment")
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "vllm-scaler"
 

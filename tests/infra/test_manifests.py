@@ -8,6 +8,7 @@ import kubernetes_validate
 import pytest
 
 from components import manifests, policy
+from components.plan import serving_plan
 from components.stackfile import load_stack, stack_names
 
 KUBERNETES_VERSIONS = ("1.36.0", "1.37.0")  # the two newest kubernetes-validate 1.37.0 ships
@@ -31,7 +32,7 @@ def test_every_object_is_valid_against_the_kubernetes_schema_in_strict_mode(rend
 
 
 def test_strict_validation_catches_a_misspelt_field() -> None:
-    sts = copy.deepcopy(manifests.vllm_statefulset(load_stack("dev")))
+    sts = copy.deepcopy(manifests.vllm_statefulset(load_stack("dev"), serving_plan(load_stack("dev"))))
     sts["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(sts, KUBERNETES_VERSIONS[-1], strict=True)

@@ -9,6 +9,7 @@ import pytest
 
 from components import kubernetes as k8s_component
 from components import manifests
+from components.plan import serving_plan
 from components.stackfile import load_stack, stack_names
 from tests.infra.pulumi_harness import TEST_SECRETS, Declared, run_program, stack_outputs
 
@@ -160,7 +161,7 @@ def test_probes_use_open_health_and_survive_a_cold_download(stack: tuple[str, li
     startup = container["startupProbe"]
     window = startup["periodSeconds"] * startup["failureThreshold"]
     config = load_stack(name)
-    assert window >= manifests.startup_budget_seconds(config) >= 600
+    assert window >= serving_plan(config).startup_budget_seconds >= 600
     if name == "prod":  # 131 GiB of weights at 100 MiB/s is ~22 minutes of download alone
         assert window >= 25 * 60
 
@@ -170,7 +171,7 @@ def test_pulumi_waits_as_long_as_the_startup_probe_would(stack: tuple[str, list[
     config = load_stack(name)
     sts = one(declared, "StatefulSet")
     timeouts = sts.opts.custom_timeouts
-    assert int(timeouts.create.rstrip("m")) * 60 > manifests.startup_budget_seconds(config)
+    assert int(timeouts.create.rstrip("m")) * 60 > serving_plan(config).startup_budget_seconds
     assert timeouts.update == timeouts.create
 
 
@@ -286,4 +287,4 @@ def test_a_model_that_does_not_fit_stops_the_program_with_the_count_that_fits() 
 
 
 def test_largest_stack_startup_budget_is_whole_minutes() -> None:
-    assert math.isclose(manifests.startup_budget_seconds(load_stack("prod")) % 60, 0)
+    assert math.isclose(serving_plan(load_stack("prod")).startup_budget_seconds % 60, 0)

@@ -10,8 +10,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from components import manifests
 from components.config import parse_stack_config
+from components.plan import VLLM_PORT, serving_plan
 from components.stackfile import load_stack, read_raw, stack_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ def test_vllm_parses_every_stacks_args_as_the_config_means() -> None:
         require_secrets=False,
     )
     configs["dev-tuned"] = tuned
-    parsed = parse_with_vllm({name: manifests.vllm_args(c) for name, c in configs.items()})
+    parsed = parse_with_vllm({name: list(serving_plan(c).vllm_args) for name, c in configs.items()})
     for name, config in configs.items():
         ns = parsed[name]
         assert ns["model"] == config.model.id
@@ -73,7 +73,7 @@ def test_vllm_parses_every_stacks_args_as_the_config_means() -> None:
         assert ns["max_model_len"] == config.vllm.max_model_len
         assert ns["dtype"] == config.vllm.dtype
         assert ns["shutdown_timeout"] == config.vllm.shutdown_timeout > 0, "0 would abort in-flight requests"
-        assert ns["port"] == manifests.VLLM_PORT
+        assert ns["port"] == VLLM_PORT
         assert ns["api_key"] is None, "the key comes from VLLM_API_KEY in the environment"
     assert parsed["prod"]["gpu_memory_utilization"] == 0.95
     assert parsed["prod"]["enable_prefix_caching"] is True and parsed["prod"]["max_num_seqs"] == 64

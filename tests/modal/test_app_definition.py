@@ -10,7 +10,8 @@ import warnings
 
 import pytest
 
-from components import manifests
+from components.modal_target import app_spec
+from components.plan import serving_plan
 from components.config import ConfigError, parse_stack_config
 from components.modal_app import REPO_ROOT, AppSpec, SpecError, load_app, source_files, source_hash, wrapper_requirements
 from components.modal_app.spec import SPEC_ENV, vllm_version_from_image
@@ -122,7 +123,7 @@ def test_prod_is_integrated_70b_on_two_a100_tensor_parallel_two(prod):
     assert _flag(args, "--max-model-len") == "8192"
     assert _flag(args, "--gpu-memory-utilization") == "0.95"
     # Same flags as the Kubernetes target builds for the same config.
-    assert list(args) == manifests.vllm_args(load_stack("modal-prod"))
+    assert args == serving_plan(load_stack("modal-prod")).vllm_args
 
 
 def test_70b_on_one_a100_is_refused_with_the_count_that_fits():
@@ -198,12 +199,12 @@ def test_vllm_release_comes_from_the_image_tag_or_modal_vllm_version():
         vllm_version_from_image("vllm/vllm-openai@sha256:" + "a" * 64)
     raw = {**read_raw("modal-dev"), "modal": {**read_raw("modal-dev")["modal"], "vllmVersion": "0.31.0"}}
     config = parse_stack_config(raw, require_secrets=False)
-    assert AppSpec.from_config(config, app_name="x", wrapper_requirements=("fastapi",)).vllm_version == "0.31.0"
+    assert app_spec(config, "x").vllm_version == "0.31.0"
 
 
 def test_always_on_keeps_one_gpu_container(dev):
     raw = {**read_raw("modal-prod"), "idleTimeout": "never"}
-    spec = AppSpec.from_config(parse_stack_config(raw, require_secrets=False), app_name="x")
+    spec = app_spec(parse_stack_config(raw, require_secrets=False), "x")
     assert spec.scaledown_window is None and spec.min_containers == 1
     module = load_app(spec)
     assert module.serve_vllm.info().gpus == [("A100-80GB", 2)]

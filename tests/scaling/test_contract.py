@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from components import manifests
+from components.plan import serving_plan
 from components.stackfile import load_stack
 from tests.scaling.fake_apiserver import FakeAPIServer
 from wrapper.scaling.gate import Scaler
@@ -16,11 +17,11 @@ from wrapper.settings import load_settings
 
 
 def test_the_dev_stack_env_configures_the_scaler_and_prod_leaves_it_off() -> None:
-    dev = {e["name"]: e.get("value") for e in manifests.wrapper_env(load_stack("dev")) if "value" in e}
+    dev = {e["name"]: e.get("value") for e in manifests.wrapper_env(load_stack("dev"), serving_plan(load_stack("dev"))) if "value" in e}
     s = load_settings(**{k.removeprefix("VLLM_").lower(): v for k, v in dev.items() if k.startswith("VLLM_")})
     assert s.idle_timeout == 900 and s.wake_timeout > 0
     assert (s.k8s_namespace, s.k8s_statefulset) == (dev["VLLM_K8S_NAMESPACE"], dev["VLLM_K8S_STATEFULSET"])
-    prod = {e["name"] for e in manifests.wrapper_env(load_stack("prod"))}
+    prod = {e["name"] for e in manifests.wrapper_env(load_stack("prod"), serving_plan(load_stack("prod")))}
     assert "VLLM_IDLE_TIMEOUT" not in prod and load_settings().idle_timeout == 0
 
 

@@ -1,5 +1,6 @@
 {{/*
-Names, labels and derived values. Every object name is prefixed with the release name, as the
+Names, labels and derived values. What the project decides in Python (GPU table, secret flags and
+keys) is in _generated.tpl, written by `make generate`. Every object name is prefixed with the release name, as the
 Pulumi component prefixes them with `kubernetes.releaseName` (components/manifests.py `Names`).
 */}}
 
@@ -35,20 +36,7 @@ Pulumi component prefixes them with `kubernetes.releaseName` (components/manifes
 
 {{/* vLLM's tensor parallel size: the GPU count, or 1 on CPU. */}}
 {{- define "vllm-deploy.tensorParallelSize" -}}
-{{- if eq .Values.gpu.type "none" -}}1{{- else -}}{{ .Values.gpu.count | int }}{{- end -}}
-{{- end -}}
-
-{{/* The `nvidia.com/gpu.product` node label of each GPU type (components/catalog.py GPUS). */}}
-{{- define "vllm-deploy.gpuNodeProducts" -}}
-A100-80GB: NVIDIA-A100-SXM4-80GB
-A100-40GB: NVIDIA-A100-SXM4-40GB
-H100: NVIDIA-H100-80GB-HBM3
-H200: NVIDIA-H200
-B200: NVIDIA-B200
-L40S: NVIDIA-L40S
-A10G: NVIDIA-A10G
-L4: NVIDIA-L4
-T4: Tesla-T4
+{{- if eq .Values.gpu.type (include "vllm-deploy.cpuType" .) -}}1{{- else -}}{{ .Values.gpu.count | int }}{{- end -}}
 {{- end -}}
 
 {{/*
@@ -110,9 +98,11 @@ Rolls the pods when what they read changes but their spec does not: the Secret t
 {{- fail (printf "%s: %q is not pinned; give a version tag or a digest, never latest" $key $image) -}}
 {{- end -}}
 {{- end -}}
+{{- $secretFlags := include "vllm-deploy.secretFlags" . | fromJsonArray -}}
 {{- range .Values.vllm.extraArgs -}}
-{{- $flag := splitList "=" . | first -}}
-{{- if has $flag (list "--api-key" "--hf-token") -}}
+{{- /* vLLM reads `--api_key` as `--api-key`: compare the normalised spelling. */ -}}
+{{- $flag := splitList "=" (toString .) | first | replace "_" "-" -}}
+{{- if has $flag $secretFlags -}}
 {{- fail (printf "vllm.extraArgs: %s must not be passed as an argument (it would show in `ps` and in the pod spec); set secrets.vllmApiKey / secrets.hfToken or the existing Secret instead" $flag) -}}
 {{- end -}}
 {{- end -}}

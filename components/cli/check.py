@@ -1,0 +1,70 @@
+"""`vllm-deploy check STACK`: validate a stack file and show what it implies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import typer
+
+from components import policy
+from components.cli.common import DEFAULT_STACKS_DIR, StackArg, StacksDir, load
+from components.config import StackConfig
+from components.fit import FitReport
+from components.plan import serving_plan
+from components.targets import target_of
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What `check` found: the fit, and for a target that declares objects their budget and policy."""
+
+    fit: FitReport | None
+    tensor_parallel_size: int
+    startup_budget_seconds: int | None  # None: the target declares no Kubernetes objects
+    violations: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def check_stack(config: StackConfig) -> Checked:
+    plan = serving_plan(config)
+    objects = target_of(config).objects(config)
+    return Checked(
+        fit=config.fit,
+        tensor_parallel_size=plan.gpu.tensor_parallel_size,
+        startup_budget_seconds=plan.startup_budget_seconds if objects is not None else None,
+        violations=policy.violations(objects) if objects is not None else [],
+    )
+
+
+def format_lines(stack: str, config: StackConfig, checked: Checked) -> list[str]:
+    lines = [f"{stack}: ok — {config.target}, {config.model.id} as {config.model.name!r}"]
+    if report := checked.fit:
+        lines.append(
+            f"  fit: {report.need_gib:.1f} GiB needed of {report.have_gib:.1f} GiB "
+            f"({report.count} × {report.gpu} at {report.utilization:g}); tensor parallel {checked.tensor_parallel_size}"
+        )
+    if checked.startup_budget_seconds is not None:
+        lines.append(f"  startup budget: {checked.startup_budget_seconds // 60} min")
+        found = checked.violations
+        lines.append(f"  policy: {'ok' if not found else f'{len(found)} violation(s)'}")
+        lines += [f"    {violation}" for violation in found]
+    return lines
+
+
+def check(stack: StackArg, stacks_dir: StacksDir = DEFAULT_STACKS_DIR) -> None:
+    """Validate a stack file and show what it implies (GPU fit, tensor parallelism, startup budget)."""
+    config = load(stack, stacks_dir)
+    checked = check_stack(config)
+    for line in format_lines(stack, config, checked):
+        typer.echo(line)
+    if not checked.ok:
+        raise typer.Exit(1)
+    idle = f"after {config.idle_timeout} s idle" if config.scales_to_zero else "never (always on)"
+    typer.echo(f"  scale to zero: {idle}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(check)

@@ -1,0 +1,41 @@
+"""The Kubernetes target: the objects of components/manifests.py, declared by components/kubernetes.py."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from components import manifests
+from components.config import StackConfig
+from components.targets.base import KeptWarm, WrapperService
+
+if TYPE_CHECKING:
+    import pulumi
+
+
+class Kubernetes:
+    name: str = "kubernetes"
+    # cluster-autoscaler's default --scale-down-unneeded-time: a GPU node stays (and is billed)
+    # this long after its last pod is gone.
+    node_release_seconds: float = 600
+    prices_stand_in: bool = True
+
+    def deploy(
+        self, name: str, config: StackConfig, secret_values: Mapping[str, pulumi.Output[str] | None]
+    ) -> Mapping[str, Any]:
+        from components.kubernetes import KubernetesDeployment
+
+        return KubernetesDeployment(name, config, dict(secret_values)).outputs
+
+    def objects(self, config: StackConfig) -> list[manifests.Manifest]:
+        return manifests.build(config).all()
+
+    def wrapper_service(self, config: StackConfig) -> WrapperService:
+        n = manifests.names(config)
+        return WrapperService(n.namespace, n.wrapper, config.wrapper.port, config.kubernetes.context)
+
+    def kept_warm(self, config: StackConfig) -> KeptWarm | None:
+        return None  # the idle timeout scales vLLM to zero replicas, every one of them
+
+
+TARGET = Kubernetes()
