@@ -247,6 +247,27 @@ def dashboard_model() -> dict[str, Any]:
     return json.loads(dashboard_json())
 
 
+def dashboard_queries(
+    dashboard: dict[str, Any], *, namespace: str, model: str, rate_interval: str, time_range: str
+) -> list[tuple[dict[str, Any], dict[str, Any], str]]:
+    """(panel, target, PromQL) for every panel target, with the variables as Grafana fills them:
+    ``$namespace`` / ``$model`` (regex matchers), ``$__rate_interval`` and ``$__range``."""
+    values = {
+        "$__rate_interval": rate_interval,
+        "$__range": time_range,
+        "$namespace": namespace,
+        "$model": model,
+    }
+    found = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", ()):
+            expr = target["expr"]
+            for name, value in values.items():
+                expr = expr.replace(name, value)
+            found.append((panel, target, expr))
+    return found
+
+
 __all__ = [
     "AlertSettings",
     "DashboardSettings",
@@ -256,6 +277,7 @@ __all__ = [
     "dashboard_config_map",
     "dashboard_json",
     "dashboard_model",
+    "dashboard_queries",
     "metrics_service",
     "pod_monitor",
     "prometheus_rule",
