@@ -69,6 +69,13 @@ class ScalerMetrics:
         )
         for s in ScaleState:
             self.state.labels(s.value).set(0)
+        # What the StatefulSet said at this replica's last read: dashboards show ready/desired.
+        self.replicas = Gauge(
+            "vllm_wrapper_scale_replicas", "spec.replicas of vLLM's StatefulSet, as last read", registry=r
+        )
+        self.ready_replicas = Gauge(
+            "vllm_wrapper_scale_ready_replicas", "status.readyReplicas of vLLM's StatefulSet, as last read", registry=r
+        )
 
 
 class Scaler:
@@ -128,6 +135,8 @@ class Scaler:
 
     def _observe(self, obs: Observation) -> None:
         self.obs = obs
+        self.metrics.replicas.set(obs.replicas)
+        self.metrics.ready_replicas.set(obs.ready_replicas)
         self._set_state(self.policy.observe(obs))
 
     def _api_error(self, op: str, exc: KubeError) -> None:
