@@ -34,6 +34,7 @@ test: install
 	bash .ci/install-vllm
 	bash .ci/install-checkov
 	bash .ci/install-shellcheck
+	bash .ci/install-prometheus
 	$(PY) -m pytest
 
 render: install
