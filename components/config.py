@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from components.observability import ObservabilityConfig
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -264,6 +265,7 @@ class StackConfig(Section):
     wrapper: WrapperConfig = WrapperConfig()
     kubernetes: KubernetesConfig = KubernetesConfig()
     modal: ModalConfig = ModalConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
     cost: CostConfig = CostConfig()
     # Which of SECRET_KEYS the stack sets (their values never enter this object).
     secrets_present: frozenset[str] = Field(default=frozenset(), exclude=True)

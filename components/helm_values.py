@@ -65,7 +65,7 @@ def helm_values(config: StackConfig, secrets: SecretsMode = "existing") -> dict[
         secret_values = {"create": True, **{key: REDACTED for key in sorted(config.secrets_present)}}
     else:
         raise ValueError(f"secrets: {secrets!r} is neither 'existing' nor 'placeholders'")
-    return {
+    values: dict[str, Any] = {
         "model": _dump(config.model) | {"servedName": config.model.name},
         "gpu": _dump(config.gpu),
         "idleTimeout": config.idle_timeout,
@@ -74,6 +74,9 @@ def helm_values(config: StackConfig, secrets: SecretsMode = "existing") -> dict[
         "kubernetes": kubernetes,
         "secrets": secret_values,
     }
+    if config.observability.model_dump(exclude_defaults=True):  # the chart's defaults are the config's
+        values["observability"] = config.observability.model_dump(by_alias=True, mode="json")
+    return values
 
 
 def values_yaml(config: StackConfig, secrets: SecretsMode = "existing", stack: str = "") -> str:

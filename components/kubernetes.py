@@ -20,6 +20,7 @@ from components.plan import serving_plan
 _CLASSES: dict[tuple[str, str], Any] = {
     ("v1", "Namespace"): k8s.core.v1.Namespace,
     ("v1", "Secret"): k8s.core.v1.Secret,
+    ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
     ("v1", "Service"): k8s.core.v1.Service,
     ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
     ("apps/v1", "StatefulSet"): k8s.apps.v1.StatefulSet,
@@ -37,6 +38,7 @@ _FIELDS = {
     "metadata": "metadata",
     "spec": "spec",
     "stringData": "string_data",
+    "data": "data",
     "type": "type",
     "rules": "rules",
     "roleRef": "role_ref",
@@ -49,7 +51,16 @@ def resource_name(obj: Manifest) -> str:
     return f"{obj['metadata']['name']}-{obj['kind'].lower()}"
 
 
+# Prometheus Operator's kinds: not in pulumi-kubernetes' typed SDK, declared as custom resources.
+_CUSTOM_KINDS = {("monitoring.coreos.com/v1", "PodMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
+
+
 def declare(obj: Manifest, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+    if (obj["apiVersion"], obj["kind"]) in _CUSTOM_KINDS:
+        return k8s.apiextensions.CustomResource(
+            resource_name(obj), api_version=obj["apiVersion"], kind=obj["kind"],
+            metadata=obj["metadata"], spec=obj["spec"], opts=opts,
+        )
     cls = _CLASSES[(obj["apiVersion"], obj["kind"])]
     kwargs = {_FIELDS[k]: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
     return cls(resource_name(obj), **kwargs, opts=opts)
@@ -117,6 +128,16 @@ class Wrapper(pulumi.ComponentResource):
         self.register_outputs({"service_name": self.service_name})
 
 
+class Monitoring(pulumi.ComponentResource):
+    """What lets Prometheus and Grafana see the release (`observability`): scrape objects, rules, dashboard."""
+
+    def __init__(self, name: str, objects: list[Manifest], opts: pulumi.ResourceOptions):
+        super().__init__("vllm-deploy:kubernetes:Monitoring", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.resources = {resource_name(obj): declare(obj, child) for obj in objects}
+        self.register_outputs({})
+
+
 class KubernetesDeployment(pulumi.ComponentResource):
     """A whole stack on Kubernetes: namespace, secrets, vLLM and the wrapper."""
 
@@ -148,6 +169,8 @@ class KubernetesDeployment(pulumi.ComponentResource):
         after_secret = pulumi.ResourceOptions(parent=self, providers=providers, depends_on=[*depends, self.secret])
         self.vllm = VllmServer(f"{name}-vllm", config, objects.vllm, after_secret)
         self.wrapper = Wrapper(f"{name}-wrapper", config, [*objects.scaler, *objects.wrapper], after_secret)
+        if objects.monitoring:
+            self.monitoring = Monitoring(f"{name}-monitoring", objects.monitoring, after_secret)
 
         n = manifests.names(config)
         self.outputs = {

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from components import observability
 from components.config import StackConfig
 from components.plan import VLLM_PORT, ServingPlan, serving_plan
 from components.secrets import SECRET_ENV
@@ -75,10 +76,11 @@ class StackManifests:
     vllm: list[Manifest] = field(default_factory=list)
     wrapper: list[Manifest] = field(default_factory=list)
     scaler: list[Manifest] = field(default_factory=list)
+    monitoring: list[Manifest] = field(default_factory=list)
 
     def all(self) -> list[Manifest]:
         head = [self.namespace] if self.namespace else []
-        return [*head, self.secret, *self.vllm, *self.wrapper, *self.scaler]
+        return [*head, self.secret, *self.vllm, *self.wrapper, *self.scaler, *self.monitoring]
 
 
 # ------------------------------------------------------------------- derived
@@ -531,6 +533,7 @@ def build(
             wrapper_network_policy(config),
         ],
         scaler=scaler_rbac(config) if plan.scales_to_zero else [],
+        monitoring=observability.build(config.observability, observability.release_of(config)),
     )
 
 

@@ -16,7 +16,8 @@ import yaml
 from components import manifests, observability
 from components.helm_values import helm_values
 from components.observability import ObservabilityConfig
-from components.stackfile import load_stack
+from components.config import parse_stack_config
+from components.stackfile import load_stack, read_raw
 from tests.helm.chart import differences, identity, normalise, render_stack
 
 HERE = Path(__file__).resolve().parent
@@ -202,3 +203,23 @@ def test_checkov_passes_the_objects(tmp_path: Path) -> None:
     failed = [f"{c['check_id']} {c['resource']}: {c['check_name']}" for c in report["results"]["failed_checks"]]
     assert failed == []
     assert report["summary"]["parsing_errors"] == 0
+
+
+def test_the_pulumi_program_declares_the_observability_objects_render_prints() -> None:
+    """`observability` in a stack file reaches `pulumi up` unchanged: Prometheus Operator's kinds
+    as custom resources (they are not in pulumi-kubernetes' typed SDK), under one component."""
+    from tests.infra.pulumi_harness import run_program
+
+    section = {"enabled": True, "prometheusOperator": True, "monitorLabels": {"release": "kube-prometheus"},
+               "dashboard": {"configMap": True}}
+    declared = run_program("dev", overrides={"observability": section})
+    config = parse_stack_config({**read_raw("dev"), "observability": section}, require_secrets=False)
+    expected = observability.build(config.observability, observability.release_of(config))
+    custom = [d for d in declared if d.typ.startswith("kubernetes:monitoring.coreos.com/v1:")]
+    assert sorted(d.kind for d in custom) == ["PodMonitor", "PodMonitor", "PrometheusRule"]
+    for d in custom:
+        want = next(o for o in expected if o["kind"] == d.kind and o["metadata"]["name"] == d.plain("metadata")["name"])
+        assert d.plain("spec") == want["spec"] and d.plain("metadata")["labels"] == want["metadata"]["labels"]
+    assert any(d.kind == "ConfigMap" for d in declared)
+    assert any(d.typ == "vllm-deploy:kubernetes:Monitoring" for d in declared)
+    assert not [d for d in run_program("dev") if d.typ == "vllm-deploy:kubernetes:Monitoring"]  # off by default
