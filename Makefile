@@ -10,7 +10,7 @@ export PULUMI_CONFIG_PASSPHRASE ?=
 
 WRAPPER_IMAGE ?= ghcr.io/vllm-deploy/wrapper:0.1.0
 
-.PHONY: install test up preview destroy render image
+.PHONY: install check test test-fast up preview destroy render image
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,11 +20,21 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Lint, format and types over the shipped code (configured in pyproject.toml).
+check: install
+	$(VENV)/bin/ruff check components wrapper
+	$(VENV)/bin/ruff format --check components wrapper
+	$(VENV)/bin/mypy
+
 # Every test, including those against a real vLLM (CPU build) and checkov, each in its own venv.
-test: install
+test: install check
 	bash .ci/install-vllm
 	bash .ci/install-checkov
 	$(PY) -m pytest
+
+# Everything that needs no vLLM process and no checkov (markers set in tests/conftest.py): < 60 s.
+test-fast: install
+	$(PY) -m pytest -m "not vllm and not checkov"
 
 render: install
 	$(VENV)/bin/vllm-deploy render $(STACK)
