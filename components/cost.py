@@ -3,7 +3,7 @@
 The arithmetic is a handful of pure functions at the top of this module; the price
 table is `components/pricing.yaml` (package data); the command is at the bottom.
 
-The formula (all prices per hour, a month is ``DAYS_PER_MONTH`` = 30 days, as in the seed):
+The formula (all prices per hour, a month is ``DAYS_PER_MONTH`` = 30 days, as in the quoted cost table):
 
     deployment/h  = gpu_hourly × gpu.count × vllm.replicas
     always_on     = (deployment/h + wrapper/h) × 24 × 30
@@ -28,11 +28,11 @@ is the unknown that matters: by default one per active hour (`ceil(active_h)`, t
 hour-long sessions with quiet gaps longer than the idle timeout between them); pass the
 real figure when you know it.
 
-The seed's cost table counted the active hours only, i.e. wakes/day × tail = 0 (its
-"2 active hours" were the GPU's running hours). With the seed's $1.10/h deployment and
+The quoted cost table (README, `--quoted`) counted the active hours only, i.e. wakes/day × tail = 0 (its
+"2 active hours" were the GPU's running hours). With its $1.10/h deployment and
 $0.0001/h wrapper the same formula gives its numbers: 0.0001 × 24 × 30 + 1.10 × 2 × 30 =
-$66.07/month scaled to zero, (1.10 + 0.0001) × 24 × 30 = $792.07 always on (the seed's $792
-left out the $0.07 wrapper), a saving of 91.66 % (the seed's "91%" is that figure cut down).
+$66.07/month scaled to zero, (1.10 + 0.0001) × 24 × 30 = $792.07 always on (the table's $792
+left out the $0.07 wrapper), a saving of 91.66 % (the table's "91%" is that figure cut down).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ import yaml
 DAYS_PER_MONTH = 30
 HOURS_PER_DAY = 24
 DEFAULT_HOURS = (0.5, 1, 2, 4, 8, 12, 16, 20, 24)
-# Assumed when the command is not told: vLLM's start on a warm node/image (the seeds saw
+# Assumed when the command is not told: vLLM's start on a warm node/image (the hand-built deployments saw
 # 1–2 min on Modal with a warm image, 5–10 min on a first download).
 DEFAULT_COLD_START_SECONDS = 120
 # cluster-autoscaler's default --scale-down-unneeded-time: a GPU node stays (and is billed)
@@ -320,7 +320,7 @@ def estimate(
             "billed all day in the scale-to-zero column too"
         )
     if wakes_per_day == 0:
-        notes.append("wakes per day 0: active hours count as the GPU's billed hours (the seed's arithmetic)")
+        notes.append("wakes per day 0: active hours count as the GPU's billed hours (the quoted table's arithmetic)")
 
     per_hour = deployment_hourly(hourly_per_gpu, count, replicas)
     on = always_on_monthly(per_hour, wrapper.hourly, days)
@@ -437,7 +437,7 @@ def cost_command(
     idle_timeout: Annotated[float | None, typer.Option("--idle-timeout", min=0, help="Seconds idle before the GPU is released (default: the stack's)")] = None,
     cold_start: Annotated[float, typer.Option("--cold-start", min=0, help="Seconds of billed GPU time per wake while vLLM starts")] = DEFAULT_COLD_START_SECONDS,
     node_release: Annotated[float | None, typer.Option("--node-release", min=0, help="Seconds a node outlives its pod (default: 600 on Kubernetes, 0 on Modal)")] = None,
-    wakes_per_day: Annotated[float | None, typer.Option("--wakes-per-day", min=0, help="Wakes per day (default: one per active hour; 0: the seed's arithmetic)")] = None,
+    wakes_per_day: Annotated[float | None, typer.Option("--wakes-per-day", min=0, help="Wakes per day (default: one per active hour; 0: the quoted table's arithmetic)")] = None,
 ) -> None:
     """Monthly cost always-on vs scaled to zero at a range of active hours per day, and the break-even."""
     from components.config import ConfigError
