@@ -42,8 +42,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def files_stay_in_pytest_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Point TMPDIR, HOME and XDG_* into pytest's temp dir for the session (restored after)."""
     root = tmp_path_factory.mktemp("session")
-    dirs = {name: root / name.lower() for name in ("TMPDIR", "HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME",
-                                                   "XDG_DATA_HOME", "XDG_STATE_HOME")}
+    dirs = {
+        name: root / name.lower()
+        for name in ("TMPDIR", "HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME")
+    }
     with pytest.MonkeyPatch.context() as patch:
         for name, path in dirs.items():
             path.mkdir()

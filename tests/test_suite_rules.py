@@ -53,13 +53,21 @@ def _test_sources() -> list[Path]:
 
 def test_no_test_writes_to_a_fixed_temp_path_or_the_real_home() -> None:
     fixed = re.compile(r"""["']/tmp\b|Path\.home\(\)|["']~/""")
-    found = [f"{p.relative_to(TESTS)}:{n}" for p in _test_sources()
-             for n, line in enumerate(p.read_text().splitlines(), 1) if fixed.search(line)]
+    found = [
+        f"{p.relative_to(TESTS)}:{n}"
+        for p in _test_sources()
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if fixed.search(line)
+    ]
     assert found == []
 
 
 def test_metrics_are_read_through_the_registry_not_private_attributes() -> None:
     private = re.compile(r"\._(value|sum|metrics|samples|created)\b|_names_to_collectors")
-    found = [f"{p.relative_to(TESTS)}:{n}" for p in _test_sources()
-             for n, line in enumerate(p.read_text().splitlines(), 1) if private.search(line)]
+    found = [
+        f"{p.relative_to(TESTS)}:{n}"
+        for p in _test_sources()
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if private.search(line)
+    ]
     assert found == []

@@ -32,10 +32,21 @@ def chosen(tmp_path: Path, *, pip_conf: str | None = None, **env: str) -> str:
         config_file = str(tmp_path / "pip.conf")
         Path(config_file).write_text(pip_conf)
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VLLM_"))}
-    clean.update(PIP_CONFIG_FILE=config_file, HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "xdg"),
-                 VLLM_VENV=str(tmp_path / "no-venv-yet"), VLLM_PYTHON=sys.executable, **env)
-    result = subprocess.run(["bash", str(ROOT / ".ci" / "install-vllm"), "--print-pip-args"],
-                            env=clean, capture_output=True, text=True, timeout=120)
+    clean.update(
+        PIP_CONFIG_FILE=config_file,
+        HOME=str(tmp_path),
+        XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+        VLLM_VENV=str(tmp_path / "no-venv-yet"),
+        VLLM_PYTHON=sys.executable,
+        **env,
+    )
+    result = subprocess.run(
+        ["bash", str(ROOT / ".ci" / "install-vllm"), "--print-pip-args"],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "no-venv-yet").exists()  # nothing installed, no venv made
     return result.stdout.strip()

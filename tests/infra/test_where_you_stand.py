@@ -27,8 +27,14 @@ def problems(raw: dict) -> list[str]:
     [
         ({"model": {"id": "m", "gatde": False}}, "model.gatde: unknown key; did you mean 'gated'?"),
         ({"model": {"id": "m"}, "idelTimeout": 60}, "idelTimeout: unknown key; did you mean 'idleTimeout'?"),
-        ({"model": {"id": "m"}, "vllm": {"maxModleLen": 4096}}, "vllm.maxModleLen: unknown key; did you mean 'maxModelLen'?"),
-        ({"model": {"id": "m"}, "wrapper": {"replicas": {"mx": 3}}}, "wrapper.replicas.mx: unknown key; did you mean 'max'?"),
+        (
+            {"model": {"id": "m"}, "vllm": {"maxModleLen": 4096}},
+            "vllm.maxModleLen: unknown key; did you mean 'maxModelLen'?",
+        ),
+        (
+            {"model": {"id": "m"}, "wrapper": {"replicas": {"mx": 3}}},
+            "wrapper.replicas.mx: unknown key; did you mean 'max'?",
+        ),
         ({"model": {"id": "m"}, "vllmApiKy": "x"}, "vllmApiKy: unknown key; did you mean 'vllmApiKey'?"),
     ],
 )
