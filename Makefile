@@ -32,7 +32,7 @@ test: install check
 	bash .ci/install-checkov
 	$(PY) -m pytest
 
-# Everything that needs no vLLM process and no checkov (markers set in tests/conftest.py): < 60 s.
+# Everything that needs no vLLM process and no checkov (markers set in tests/conftest.py).
 test-fast: install
 	$(PY) -m pytest -m "not vllm and not checkov"
 
