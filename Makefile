@@ -19,7 +19,7 @@ endif
 
 WRAPPER_IMAGE ?= ghcr.io/vllm-deploy/wrapper:0.1.0
 
-.PHONY: install test up down preview destroy render image golden generate
+.PHONY: install check test test-fast up down preview destroy render image golden generate
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,13 +29,23 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Lint, format and types over the shipped code (configured in pyproject.toml).
+check: install
+	$(VENV)/bin/ruff check components wrapper
+	$(VENV)/bin/ruff format --check components wrapper
+	$(VENV)/bin/mypy
+
 # Every test, including those against a real vLLM (CPU build) and checkov, each in its own venv.
-test: install
+test: install check
 	bash .ci/install-vllm
 	bash .ci/install-checkov
 	bash .ci/install-shellcheck
 	bash .ci/install-prometheus
 	$(PY) -m pytest
+
+# Everything that needs no vLLM process and no checkov (markers set in tests/conftest.py).
+test-fast: install
+	$(PY) -m pytest -m "not vllm and not checkov"
 
 render: install
 	$(VENV)/bin/vllm-deploy render $(STACK)

@@ -8,9 +8,10 @@ here knows about Pulumi or Kubernetes objects.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
-from components.observability import ObservabilityConfig
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -26,6 +27,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from components import catalog
+from components.observability import ObservabilityConfig
 from components.fit import FitReport, check_fit
 from components.secrets import SECRET_KEYS, secret_flag
 from components.wrapper_env import MAX_RETRIES_LIMIT
@@ -313,13 +315,36 @@ def _key(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc if not isinstance(part, int)) or "(stack)"
 
 
+def _keys_beside(loc: tuple[Any, ...]) -> list[str]:
+    """The keys a stack file may write where ``loc`` points (camelCase, as in the file)."""
+    model: type[BaseModel] = StackConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = next((f for name, f in model.model_fields.items() if part in (name, f.alias)), None)
+        inner = list(typing.get_args(field.annotation) or (field.annotation,)) if field else []
+        sections = [a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not sections:
+            return []
+        model = sections[0]
+    keys = [f.alias or name for name, f in model.model_fields.items() if name != "secrets_present"]
+    return keys + list(SECRET_KEYS) if model is StackConfig else keys
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    close = difflib.get_close_matches(str(loc[-1]), _keys_beside(loc), n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean {close[0]!r}?"
+    return "unknown key; check its spelling against the README's configuration table"
+
+
 def _problems(error: ValidationError) -> list[str]:
     lines: list[str] = []
     for item in error.errors(include_url=False):
         key, message = _key(item["loc"]), item["msg"]
         message = message.removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "unknown key; check its spelling against the README's configuration table"
+            message = _unknown_key(item["loc"])
         elif item["type"] == "missing":
             message = "required; set it in the stack file"
         elif isinstance(item.get("input"), (int, float, str)) and not isinstance(item["input"], bool):
@@ -360,12 +385,14 @@ def missing_secrets(config: StackConfig) -> list[str]:
     problems = []
     if "vllmApiKey" not in config.secrets_present:
         problems.append(
-            f"vllmApiKey: required (vLLM is never left open); run `pulumi config set --secret vllmApiKey <key>`"
+            "vllmApiKey: required (vLLM is never left open); set it from a file, never on the command line: "
+            "`pulumi config set --secret vllmApiKey < ~/.secrets/vllm-key`"
         )
     if config.model.gated and "hfToken" not in config.secrets_present:
         problems.append(
-            f"hfToken: required for the gated model {config.model.id}; run "
-            "`pulumi config set --secret hfToken <token>`, or set model.gated: false for a public model"
+            f"hfToken: required for the gated model {config.model.id}; set it from a file: "
+            "`pulumi config set --secret hfToken < ~/.secrets/hf-token`, "
+            "or set model.gated: false for a public model"
         )
     return problems
 

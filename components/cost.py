@@ -4,7 +4,7 @@ The arithmetic is a handful of pure functions at the top of this module; the pri
 table is `components/pricing.yaml` (package data); the command and its table are in
 `components/cli/cost.py`.
 
-The formula (all prices per hour, a month is ``DAYS_PER_MONTH`` = 30 days, as in the seed):
+The formula (all prices per hour, a month is ``DAYS_PER_MONTH`` = 30 days, as in the quoted cost table):
 
     deployment/h  = gpu_hourly × gpu.count × vllm.replicas
     always_on     = (deployment/h + wrapper/h) × 24 × 30
@@ -29,11 +29,11 @@ is the unknown that matters: by default one per active hour (`ceil(active_h)`, t
 hour-long sessions with quiet gaps longer than the idle timeout between them); pass the
 real figure when you know it.
 
-The seed's cost table counted the active hours only, i.e. wakes/day × tail = 0 (its
-"2 active hours" were the GPU's running hours). With the seed's $1.10/h deployment and
+The quoted cost table (README, `--quoted`) counted the active hours only, i.e. wakes/day × tail = 0 (its
+"2 active hours" were the GPU's running hours). With its $1.10/h deployment and
 $0.0001/h wrapper the same formula gives its numbers: 0.0001 × 24 × 30 + 1.10 × 2 × 30 =
-$66.07/month scaled to zero, (1.10 + 0.0001) × 24 × 30 = $792.07 always on (the seed's $792
-left out the $0.07 wrapper), a saving of 91.66 % (the seed's "91%" is that figure cut down).
+$66.07/month scaled to zero, (1.10 + 0.0001) × 24 × 30 = $792.07 always on (the table's $792
+left out the $0.07 wrapper), a saving of 91.66 % (the table's "91%" is that figure cut down).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from components.targets import target_of
 DAYS_PER_MONTH = 30
 HOURS_PER_DAY = 24
 DEFAULT_HOURS = (0.5, 1, 2, 4, 8, 12, 16, 20, 24)
-# Assumed when the command is not told: vLLM's start on a warm node/image (the seeds saw
+# Assumed when the command is not told: vLLM's start on a warm node/image (the hand-built deployments saw
 # 1–2 min on Modal with a warm image, 5–10 min on a first download).
 DEFAULT_COLD_START_SECONDS = 120
 # The scale-to-zero column of a stack that is always on assumes this idle timeout.
@@ -317,7 +317,7 @@ def estimate(
             "billed all day in the scale-to-zero column too"
         )
     if wakes_per_day == 0:
-        notes.append("wakes per day 0: active hours count as the GPU's billed hours (the seed's arithmetic)")
+        notes.append("wakes per day 0: active hours count as the GPU's billed hours (the quoted table's arithmetic)")
 
     per_hour = deployment_hourly(hourly_per_gpu, count, replicas)
     on = always_on_monthly(per_hour, wrapper.hourly, days)

@@ -8,8 +8,10 @@ from typing import Any
 import yaml
 
 from components.config import ConfigError, StackConfig, parse_stack_config, strip_project_prefix
+from components.projectdir import shown, stacks_dir_for
 
-STACKS_DIR = Path(__file__).resolve().parent.parent / "stacks"
+# The default --stacks-dir: the project's where the command starts in one, else the checkout's.
+STACKS_DIR = stacks_dir_for(Path.cwd())
 
 
 def stack_path(stack: str, stacks_dir: Path = STACKS_DIR) -> Path:
@@ -25,11 +27,11 @@ def read_raw(stack: str, stacks_dir: Path = STACKS_DIR) -> dict[str, Any]:
     path = stack_path(stack, stacks_dir)
     if not path.is_file():
         known = ", ".join(stack_names(stacks_dir)) or "none"
-        raise ConfigError([f"no stack file {path.name} in {stacks_dir} (stacks: {known})"])
+        raise ConfigError([f"no stack file {path.name} in {shown(stacks_dir)} (stacks: {known})"])
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ConfigError([f"not valid YAML: {error}"], str(path)) from None
+        raise ConfigError([f"not valid YAML: {error}"], shown(path)) from None
     return strip_project_prefix(document.get("config") or {})
 
 
@@ -38,5 +40,5 @@ def load_stack(stack: str, stacks_dir: Path = STACKS_DIR, *, require_secrets: bo
     return parse_stack_config(
         read_raw(stack, stacks_dir),
         require_secrets=require_secrets,
-        source=str(stack_path(stack, stacks_dir).relative_to(stacks_dir.parent)),
+        source=shown(stack_path(stack, stacks_dir)),
     )

@@ -89,7 +89,7 @@ def cost_command(
     idle_timeout: Annotated[float | None, typer.Option("--idle-timeout", min=0, help="Seconds idle before the GPU is released (default: the stack's)")] = None,
     cold_start: Annotated[float, typer.Option("--cold-start", min=0, help="Seconds of billed GPU time per wake while vLLM starts")] = DEFAULT_COLD_START_SECONDS,
     node_release: Annotated[float | None, typer.Option("--node-release", min=0, help="Seconds a node outlives its pod (default: 600 on Kubernetes, 0 on Modal)")] = None,
-    wakes_per_day: Annotated[float | None, typer.Option("--wakes-per-day", min=0, help="Wakes per day (default: one per active hour; 0: the seed's arithmetic)")] = None,
+    wakes_per_day: Annotated[float | None, typer.Option("--wakes-per-day", min=0, help="Wakes per day (default: one per active hour; 0: the quoted table's arithmetic)")] = None,
 ) -> None:
     """Monthly cost always-on vs scaled to zero at a range of active hours per day, and the break-even."""
     try:

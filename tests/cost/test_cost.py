@@ -1,4 +1,4 @@
-"""`vllm-deploy cost`: the arithmetic against hand-worked cases (the seed's among them), the
+"""`vllm-deploy cost`: the arithmetic against hand-worked cases (the quoted cost table's among them), the
 price table, the command's table and --json output, and the price table shipping in the wheel."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from components.cli import app
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
-# ------------------------------------------------------------- the seed's numbers
+# ------------------------------------------------- the quoted cost table's numbers
 
 SEED_DEPLOYMENT, SEED_WRAPPER = 1.10, 0.0001
 
@@ -34,16 +34,16 @@ def test_seed_always_on() -> None:
 
 
 def test_seed_two_active_hours_a_day() -> None:
-    # $0.07 + $1.10 × 2 × 30 = $66.07: the seed counted active hours only (no tail per wake).
+    # $0.07 + $1.10 × 2 × 30 = $66.07: the quoted table counted active hours only (no tail per wake).
     scaled = cost.scale_to_zero_monthly(SEED_DEPLOYMENT, SEED_WRAPPER, active_hours=2, wakes_per_day=0, tail_seconds=900)
     assert round(scaled, 2) == 66.07
     assert round(cost.scale_to_zero_monthly(SEED_DEPLOYMENT, SEED_WRAPPER, 2, wakes_per_day=5, tail_seconds=0), 2) == 66.07
     on = cost.always_on_monthly(SEED_DEPLOYMENT, SEED_WRAPPER)
     fraction = cost.saving(scaled, on)
     assert fraction == pytest.approx(1 - 66.072 / 792.072)
-    assert math.floor(fraction * 100) == 91  # the seed's "91% saving" (91.66 % cut down)
+    assert math.floor(fraction * 100) == 91  # the quoted "91% saving" (91.66 % cut down)
     assert round(fraction * 100, 1) == 91.7  # what the command prints
-    # And against the seed's own $792 (no wrapper in the always-on figure): still 91 %.
+    # And against the table's own $792 (no wrapper in the always-on figure): still 91 %.
     assert math.floor(cost.saving(scaled, 792.0) * 100) == 91
 
 
@@ -73,7 +73,7 @@ def test_default_wakes_one_per_active_hour() -> None:
 def test_break_even() -> None:
     # Fixed wakes: 24 − wakes × tail.  4 wakes × 0.45 h → 22.2 h/day.
     assert cost.break_even_hours(1620, wakes_per_day=4) == pytest.approx(22.2)
-    # The seed's arithmetic (no tail): only a full day of activity costs as much as always-on.
+    # The quoted table's arithmetic (no tail): only a full day of activity costs as much as always-on.
     assert cost.break_even_hours(1620, wakes_per_day=0) == pytest.approx(24.0)
     # One wake per active hour: h + ceil(h) × 0.45 = 24 → h = 24 − 17 × 0.45 = 16.35 (ceil 17 ✓).
     assert cost.break_even_hours(1620) == pytest.approx(16.35)

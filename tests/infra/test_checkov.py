@@ -12,18 +12,14 @@ import yaml
 from components import manifests
 from components.stackfile import load_stack, stack_names
 
-ROOT = Path(__file__).resolve().parents[2]
-CHECKOV = Path(os.environ.get("CHECKOV_VENV", ROOT / ".venv-checkov")) / "bin" / "checkov"
 
-
-def test_checkov_finds_no_failed_check_in_any_kubernetes_stack(tmp_path: Path) -> None:
-    assert CHECKOV.exists(), "run `bash .ci/install-checkov` (make test does)"
+def test_checkov_finds_no_failed_check_in_any_kubernetes_stack(tmp_path: Path, checkov_bin: Path) -> None:
     for stack in stack_names():
         config = load_stack(stack)
         if config.target == "kubernetes":
             (tmp_path / f"{stack}.yaml").write_text(yaml.safe_dump_all(manifests.build(config).all()))
     result = subprocess.run(
-        [str(CHECKOV), "-d", str(tmp_path), "--framework", "kubernetes", "--skip-download", "-o", "json"],
+        [str(checkov_bin), "-d", str(tmp_path), "--framework", "kubernetes", "--skip-download", "-o", "json"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -81,8 +81,9 @@ def test_a_secret_value_is_never_part_of_an_error() -> None:
 def test_missing_secrets_name_the_key_and_the_command_that_sets_it() -> None:
     raw = {"model": {"id": "meta-llama/Llama-3.1-8B-Instruct"}}
     found = problems(raw, secrets=set())
-    assert found[0].startswith("vllmApiKey: required") and "pulumi config set --secret vllmApiKey" in found[0]
+    assert found[0].startswith("vllmApiKey: required") and "pulumi config set --secret vllmApiKey < " in found[0]
     assert found[1].startswith("hfToken: required for the gated model meta-llama/Llama-3.1-8B-Instruct")
+    assert "pulumi config set --secret hfToken < " in found[1]  # from a file, never typed (shell history)
 
 
 def test_public_models_need_no_hf_token() -> None:

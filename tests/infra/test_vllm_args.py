@@ -10,12 +10,16 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from components.config import parse_stack_config
 from components.plan import VLLM_PORT, serving_plan
 from components.stackfile import load_stack, read_raw, stack_names
 
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_PYTHON = Path(os.environ.get("VLLM_VENV", ROOT / ".venv-vllm")) / "bin" / "python"
+# vLLM's own parser runs in the vLLM venv: these tests are in the `vllm` tier (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("vllm_venv_installed")
 
 _PARSE = """
 import json, sys

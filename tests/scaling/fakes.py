@@ -5,9 +5,20 @@ for the three calls of the seam (resourceVersion preconditions included)."""
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from wrapper.scaling.kube import Conflict, KubeError
 from wrapper.scaling.policy import ANNOTATION, Observation
+
+if TYPE_CHECKING:
+    from wrapper.scaling.gate import Scaler
+
+
+def sample(scaler: Scaler, name: str, **labels: str) -> float:
+    """One sample of a scaler's metrics, by its exposed name, through the public registry API."""
+    value = scaler.metrics.registry.get_sample_value(name, labels)
+    assert value is not None, f"{name}{labels or ''} is not exported"
+    return value
 
 
 class FakeClock:

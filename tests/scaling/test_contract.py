@@ -4,6 +4,8 @@ else is granted. (Tests may import components/; wrapper/ never does.)"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from components import manifests
@@ -76,7 +78,7 @@ def test_pulumi_leaves_the_replica_count_to_the_wrapper(stack: str) -> None:
     assert statefulset_ignored_fields(load_stack("prod")) == []
 
 
-def test_without_an_idle_timeout_the_scaler_is_not_even_imported() -> None:
+def test_without_an_idle_timeout_the_scaler_is_not_even_imported(tmp_path: Path) -> None:
     import os
     import subprocess
     import sys
@@ -85,5 +87,5 @@ def test_without_an_idle_timeout_the_scaler_is_not_even_imported() -> None:
             "create_app(load_settings()); print('wrapper.scaling' in sys.modules)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
-                         cwd="/tmp")
+                         cwd=tmp_path)
     assert out.stdout.strip() == "False"

@@ -160,7 +160,7 @@ def test_requests_wake_the_gpu_are_held_and_served_and_idle_puts_it_back_to_zero
     # 3. Quiet: one wrapper scales it to zero after the idle timeout, and the pod goes away.
     wait_for(lambda: api.replicas == 0, IDLE + 6, "the idle scale-down")
     idle = time.monotonic() - last_sent  # activity is recorded after the request was sent
-    assert IDLE - 0.05 <= idle <= IDLE + 8, idle  # upper bound: ticks + a loaded machine
+    assert idle >= IDLE - 0.05, idle  # not before the idle timeout (wait_for above bounds the wait)
     wait_for(lambda: not pod.running, 10, "the pod to stop")
     assert pod.stops == 1
     downs = [x for x in api.requests if x.method == "PATCH" and x.path.endswith("/scale") and x.status == 200]

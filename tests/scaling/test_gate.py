@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from tests.scaling.fakes import FakeClock, FakeStatefulSet, ReplicaClock
+from tests.scaling.fakes import FakeClock, FakeStatefulSet, ReplicaClock, sample
 from wrapper.errors import APIError
 from wrapper.scaling.gate import Scaler, ScalerMetrics
 from wrapper.scaling.kube import KubeError
@@ -67,7 +67,7 @@ async def test_activity_on_one_replica_keeps_the_gpu_up_for_all_then_one_scales_
     await run([a, b, c], clock, 30)
     assert sts.replicas == 0 and len(scales(sts, 0)) == 1
     assert {s.state for s in (a, b, c)} == {ScaleState.SCALED_TO_ZERO}
-    assert sum(s.metrics.scale_downs._value.get() for s in (a, b, c)) == 1
+    assert sum(sample(s, "vllm_wrapper_scale_downs_total") for s in (a, b, c)) == 1
 
 
 async def test_a_request_wakes_it_once_across_replicas_and_is_held_until_ready() -> None:
@@ -82,7 +82,7 @@ async def test_a_request_wakes_it_once_across_replicas_and_is_held_until_ready()
         await asyncio.sleep(0.002)
     assert sts.replicas == 1 and len(scales(sts, 1)) == 1  # exactly one scale-up, idempotent
     assert not any(h.done() for h in held)  # held while loading
-    assert a.state == ScaleState.WAKING and a.metrics.held._value.get() == 2
+    assert a.state == ScaleState.WAKING and sample(a, "vllm_wrapper_scale_held_requests") == 2
     # Fresh activity went into the annotation before the scale-up.
     first_write = next(i for i, (w, op, *_) in enumerate(sts.calls) if op == "annotate")
     first_scale = next(i for i, (w, op, *r) in enumerate(sts.calls) if op == "scale")
@@ -90,8 +90,8 @@ async def test_a_request_wakes_it_once_across_replicas_and_is_held_until_ready()
     sts.ready = 1  # the model finished loading
     await asyncio.wait_for(asyncio.gather(*held), 2)
     assert a.state == b.state == ScaleState.READY
-    assert a.metrics.wakes._value.get() + b.metrics.wakes._value.get() == 1
-    assert a.metrics.wake_duration._sum.get() > 0
+    assert sample(a, "vllm_wrapper_scale_wakes_total") + sample(b, "vllm_wrapper_scale_wakes_total") == 1
+    assert sample(a, "vllm_wrapper_scale_wake_duration_seconds_sum") > 0
     # While it loaded nobody scaled it down, even though the idle timeout passed.
     assert not scales(sts, 0)
 
@@ -211,7 +211,7 @@ async def test_api_errors_are_counted_and_never_crash_the_loop_or_leak(caplog: p
     sts.fail["read"] = forbidden
     await run([a], clock, 200)  # the loop survives; nothing scaled
     assert a.state == ScaleState.UNKNOWN and sts.replicas == 1
-    assert a.metrics.api_errors.labels("read", "403")._value.get() == 40
+    assert sample(a, "vllm_wrapper_scale_api_errors_total", op="read", code="403") == 40
     logged = [r for r in caplog.records if r.getMessage() == "kubernetes API call failed"]
     assert 1 <= len(logged) <= 4 and logged[0].status == 403  # logged, at a bounded rate
     with pytest.raises(APIError) as err:  # state unknown, vLLM not answering: 503, Retry-After
@@ -222,7 +222,7 @@ async def test_api_errors_are_counted_and_never_crash_the_loop_or_leak(caplog: p
     del sts.fail["read"]
     sts.fail["scale"] = KubeError(0, "Unreachable", "ClientConnectorError")
     await run([a], clock, 200)  # it wants to scale down, the API is unreachable
-    assert sts.replicas == 1 and a.metrics.api_errors.labels("scale_down", "0")._value.get() > 0
+    assert sts.replicas == 1 and sample(a, "vllm_wrapper_scale_api_errors_total", op="scale_down", code="0") > 0
     sts.replicas, sts.ready = 0, 0
     healthy[0] = False
     await a.tick()
@@ -237,12 +237,12 @@ async def test_time_at_zero_and_the_state_gauge_are_exported() -> None:
     sts = FakeStatefulSet(replicas=0)
     a = replica(sts, clock, "a")
     await run([a], clock, 100)
-    assert a.metrics.scaled_to_zero._value.get() == pytest.approx(95)
-    assert a.metrics.state.labels("scaled_to_zero")._value.get() == 1
-    assert a.metrics.state.labels("ready")._value.get() == 0
+    assert sample(a, "vllm_wrapper_scaled_to_zero_seconds_total") == pytest.approx(95)
+    assert sample(a, "vllm_wrapper_scale_state", state="scaled_to_zero") == 1
+    assert sample(a, "vllm_wrapper_scale_state", state="ready") == 0
     await a.admit()
-    assert a.metrics.state.labels("ready")._value.get() == 1
-    assert a.metrics.scaled_to_zero._value.get() == pytest.approx(100)
+    assert sample(a, "vllm_wrapper_scale_state", state="ready") == 1
+    assert sample(a, "vllm_wrapper_scaled_to_zero_seconds_total") == pytest.approx(100)
 
 
 async def test_the_background_loop_starts_and_stops_cleanly() -> None:

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from tests.scaling.fake_apiserver import MERGE, FakeAPIServer
+from tests.scaling.fakes import sample
 from wrapper.scaling import kube
 from wrapper.scaling.gate import Scaler
 from wrapper.scaling.kube import Conflict, KubeError, StatefulSetClient
@@ -194,7 +195,7 @@ async def test_the_scaler_retries_conflicts_through_the_real_client(server: Fake
             ("PATCH", "scale", 200),  # 0 -> 1 with the StatefulSet's resourceVersion
             ("GET", "sts", 200), ("GET", "lease", 200),
         ]
-        assert s.metrics.wakes._value.get() == 1
+        assert sample(s, "vllm_wrapper_scale_wakes_total") == 1
     finally:
         await s.stop()
 

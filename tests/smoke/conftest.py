@@ -2,84 +2,45 @@
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
-import subprocess
 import sys
-import tempfile
 import textwrap
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.support.ports import free_port
+from tests.support.processes import ServerProcess
 from tests.support.vllm_fixture import real_vllm  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
 
-@dataclass
-class Wrapper:
-    url: str
-    port: int
-    key: str | None
-    proc: subprocess.Popen
-    log_path: Path
+class Wrapper(ServerProcess):
+    """`python -m wrapper` as it runs in its pod, with the key clients must send (or None)."""
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def __init__(self, port: int, env: dict[str, str], key: str | None) -> None:
+        self.key = key
+        super().__init__([sys.executable, "-m", "wrapper"], port, env=env, ready="/health")
 
 
 def start_wrapper(base_url: str, vllm_key: str, model: str | None, key: str | None) -> Wrapper:
-    """`python -m wrapper` as it runs in its pod, configured through the VLLM_* environment."""
+    """The wrapper in front of ``base_url``, configured through the VLLM_* environment."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
-    env.update(
-        VLLM_BASE_URL=base_url,
-        VLLM_API_KEY=vllm_key,
-        VLLM_WRAPPER_HOST="127.0.0.1",
-        VLLM_WRAPPER_PORT=str(port),
-        VLLM_MAX_RETRIES="0",
-        PYTHONUNBUFFERED="1",
-    )
+    env = {
+        "VLLM_BASE_URL": base_url,
+        "VLLM_API_KEY": vllm_key,
+        "VLLM_WRAPPER_HOST": "127.0.0.1",
+        "VLLM_WRAPPER_PORT": str(port),
+        "VLLM_MAX_RETRIES": "0",
+    }
     if model:
         env["VLLM_MODEL"] = model
     if key:
         env["VLLM_WRAPPER_API_KEY"] = key
-    log_path = Path(tempfile.mkstemp(prefix="smoke-wrapper-", suffix=".log")[1])
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "wrapper"], cwd=tempfile.gettempdir(), env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    wrapper = Wrapper(f"http://127.0.0.1:{port}", port, key, proc, log_path)
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the wrapper exited with {proc.returncode}:\n{wrapper.log()}")
-        try:
-            if httpx.get(wrapper.url + "/health", timeout=2).status_code == 200:
-                return wrapper
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            wrapper.stop()
-            raise RuntimeError(f"the wrapper did not answer /health in 60 s:\n{wrapper.log()}")
-        time.sleep(0.1)
+    return Wrapper(port, env, key)
 
 
 @pytest.fixture(scope="session")

@@ -2,70 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.support.ports import free_port
+from tests.support.processes import ServerProcess as Proc
 
 __all__ = ["REPO", "Proc", "Wrapper", "free_port"]
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-
-
-class Proc:
-    """A server subprocess on 127.0.0.1:<port>, its stderr kept in a file."""
-
-    def __init__(
-        self,
-        cmd: list[str],
-        port: int,
-        env: dict[str, str] | None = None,
-        ready: str = "/health",
-        cwd: Path = REPO,
-    ) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self._log = tempfile.NamedTemporaryFile(prefix="wrapper-test-", suffix=".log", delete=False)
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
-        full_env.update(env or {})
-        full_env.setdefault("PYTHONUNBUFFERED", "1")
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60  # generous: the CI box may be very busy
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{cmd} exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                httpx.get(self.url + ready, timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"{cmd} did not start:\n{self.log()}") from None
-                time.sleep(0.05)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        return Path(self._log.name).read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 class FaultUpstream(Proc):

@@ -38,7 +38,7 @@ REQUEST_PATH_API_SECONDS = 2.0  # the bounded-rate activity write a served reque
 
 class ScalerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        r = registry if registry is not None else CollectorRegistry()
+        self.registry = r = registry if registry is not None else CollectorRegistry()
         self.wakes = Counter(
             "vllm_wrapper_scale_wakes", "Scale-ups from zero this replica made (0 -> 1)", registry=r
         )
