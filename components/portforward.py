@@ -85,6 +85,30 @@ class PortForward:
         text = self._log.read_text(errors="replace").strip() if self._log and self._log.exists() else ""
         return text if len(text) <= limit else "…" + text[-limit:]
 
+    @property
+    def exit_code(self) -> int | None:
+        """kubectl's exit status once it has exited on its own (None while it runs, or after stop)."""
+        return self._proc.poll() if self._proc is not None else None
+
+    def state(self, limit: int = 300) -> str:
+        """How the forward stands and kubectl's last words, for a message saying what to check.
+
+        Since kubectl 1.23 (kubernetes/kubernetes#103526) a forward that cannot reach the pod
+        logs "an error occurred forwarding L -> R: ..." and exits with "error: lost connection
+        to pod"; its "Forwarding from" and "Handling connection" lines say nothing of a failure.
+        """
+        if self._proc is None:
+            return "kubectl port-forward is not running"
+        code = self._proc.poll()
+        head = "kubectl port-forward is running" if code is None else f"kubectl port-forward exited with {code}"
+        text = self._log.read_text(errors="replace") if self._log and self._log.exists() else ""
+        said = " ".join(
+            line.strip() for line in text.splitlines()
+            if line.strip() and not line.startswith(("Forwarding from", "Handling connection for"))
+        )
+        said = said if len(said) <= limit else "…" + said[-limit:]
+        return head + (f"; it said: {said}" if said else "")
+
     def start(self) -> PortForward:
         executable = shutil.which(self.kubectl)
         if executable is None:

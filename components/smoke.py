@@ -1,11 +1,15 @@
 """`vllm-deploy smoke STACK`: does the deployed wrapper really serve?
 
 Reaches the stack's wrapper Service over `kubectl port-forward` (or any wrapper with
-`--url`) and runs, each timed, with a PASS/FAIL line:
+`--url`) and runs, each timed, with a PASS/FAIL line printed as it finishes:
 
     health    GET /health answers (the wrapper is up); vLLM available
-    wake      only when vLLM was not available (scaled to zero, waking, loading): a request
-              wakes it, /health is polled until `vllm_available`, the wake time is reported
+    wake      only when vLLM was not available and can wake (the stack scales to zero): a
+              request wakes it, /health is polled until `vllm_available`, the wake time is reported
+    wait      the same without the wake request, when `--wait SECONDS` asks to wait on a stack
+              that is always on (right after `pulumi up`, while the model loads)
+    vllm      vLLM is not available and nothing will wake it (always on, no --wait): fails at
+              once, with the commands that show why
     models    GET /v1/models lists the stack's served model
     chat      POST /v1/chat/completions answers with a message and usage
     stream    the same streamed: content tokens arrive, the stream ends with `data: [DONE]`
@@ -13,10 +17,12 @@ Reaches the stack's wrapper Service over `kubectl port-forward` (or any wrapper 
               gets 401; without one the wrapper is open and the line says so
     metrics   GET /metrics answers in Prometheus text format
 
-The wrapper key comes from `VLLM_WRAPPER_API_KEY`, else from the stack's secret config
-(`pulumi config get wrapperApiKey`) when the pulumi CLI is installed. It is sent in a
-header only, never printed, never in --json. Exit status: 0 all passed, 1 a check failed,
-2 the smoke could not start (stack file, kubectl, port-forward).
+A failed check carries what to look at next (the port-forward, `--url`, the kube context, the
+stack's pods and vLLM logs), named from the stack's own config. The wrapper key comes from
+`VLLM_WRAPPER_API_KEY`, else from the stack's secret config (`pulumi config get wrapperApiKey`)
+when the pulumi CLI is installed. It is sent in a header only, never printed, never in --json.
+Exit status: 0 all passed, 1 a check failed, 2 the smoke could not start (stack file, kubectl,
+port-forward).
 """
 
 from __future__ import annotations
@@ -41,10 +47,15 @@ import typer
 KEY_ENV = "VLLM_WRAPPER_API_KEY"
 PROMPT = "Say hello in five words."
 Progress = Callable[[str], None]
+HEARTBEAT_SECONDS = 30.0  # while waiting and nothing changes, a reminder this often
 
 
 class SmokeError(RuntimeError):
-    """The smoke could not run at all (exit 2)."""
+    """The smoke could not run at all (exit 2); `hint` says what to check."""
+
+    def __init__(self, message: str, hint: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint or []
 
 
 @dataclass
@@ -53,6 +64,7 @@ class Check:
     status: str  # "pass", "fail" or "skip" (skip = not applicable, never a failure)
     seconds: float
     detail: str
+    hint: list[str] = field(default_factory=list)  # what to look at next (failed checks only)
 
     @property
     def ok(self) -> bool:
@@ -83,6 +95,31 @@ class Report:
         return data
 
 
+@dataclass(frozen=True)
+class Waking:
+    """Whether smoke may wait for an unavailable vLLM, and how long.
+
+    Waiting only helps where something will bring vLLM up: a stack that scales to zero (the
+    wrapper wakes it on a request), or a fresh deploy whose model is still loading, which
+    only the user knows of (`--wait`). An always-on stack with vLLM down fails at once.
+    """
+
+    scales_to_zero: bool = False
+    why: str = "always on"  # how the stack scales, for the output: "scales to zero after 300 s idle"
+    wake_timeout: float = 600.0  # the default wait where vLLM can wake (the stack's wrapper.wakeTimeout)
+    wait: float | None = None  # --wait SECONDS: wait this long, on any stack
+    suggest_wait: int = 600  # what --wait to suggest on an always-on stack (its vLLM startup budget)
+
+
+@dataclass(frozen=True)
+class Hints:
+    """What to look at when a check fails, as commands and checks with the stack's real names."""
+
+    vllm: Callable[[], list[str]] = lambda: []  # vLLM is not serving: its pods and logs
+    reach: Callable[[], list[str]] = lambda: []  # the wrapper cannot be reached: forward, --url, context
+    gone: Callable[[], bool] = lambda: False  # the way to the wrapper is closed for good (kubectl exited)
+
+
 # ----------------------------------------------------------------- the checks
 
 
@@ -103,22 +140,27 @@ class Smoke:
         api_key: str | None = None,
         key_expected: bool = False,
         timeout: float = 60.0,
-        wake_timeout: float = 600.0,
+        waking: Waking = Waking(),
+        hints: Hints = Hints(),
         poll_interval: float = 2.0,
         progress: Progress | None = None,
+        on_check: Callable[[Check], None] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.model = model
         self._key = api_key
         self.key_expected = key_expected or api_key is not None
         self.timeout = timeout
-        self.wake_timeout = wake_timeout
+        self.waking = waking
+        self.hints = hints
         self.poll_interval = poll_interval
         self.progress = progress or (lambda message: None)
+        self.on_check = on_check or (lambda check: None)
         self.client = httpx.Client(base_url=self.url, timeout=timeout)
         self.checks: list[Check] = []
         self.wake_seconds: float | None = None
         self.vllm_ready = False
+        self.wrapper_lost = False
 
     # helpers
 
@@ -126,23 +168,29 @@ class Smoke:
         key = self._key if key == "configured" else key
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    def _record(self, name: str, started: float, status: str, detail: str) -> Check:
-        check = Check(name, status, time.monotonic() - started, detail)
+    def _record(self, name: str, started: float, status: str, detail: str, hint: list[str] | None = None) -> Check:
+        check = Check(name, status, time.monotonic() - started, detail, list(hint or []) if status == "fail" else [])
         self.checks.append(check)
-        self.progress(f"{name}: {check.status} ({check.seconds:.2f} s)")
+        self.on_check(check)  # the one line a step prints: the caller decides where
         return check
 
     def _run(self, name: str, body: Callable[[], tuple[str, str]]) -> Check:
         started = time.monotonic()
+        hint: list[str] = []
         try:
             status, detail = body()
         except httpx.TimeoutException as error:
             status, detail = "fail", f"timed out after {self.timeout:g} s ({type(error).__name__})"
+            hint = [f"a slow answer? raise the per-request limit with --timeout (now {self.timeout:g} s)", *self.hints.reach()]
+        except httpx.TransportError as error:
+            # Refused, reset or closed: nothing answered at the other end of the URL.
+            status, detail = "fail", f"cannot reach the wrapper at {self.url} ({type(error).__name__}: {error})"
+            hint = self.hints.reach()
         except httpx.HTTPError as error:
             status, detail = "fail", f"{type(error).__name__}: {error}"
         except (ValueError, KeyError, TypeError, IndexError) as error:
             status, detail = "fail", f"unexpected answer: {type(error).__name__}: {error}"
-        return self._record(name, started, status, detail)
+        return self._record(name, started, status, detail, hint)
 
     def _unauthorized(self, response: httpx.Response) -> str:
         if response.status_code == 401:
@@ -159,21 +207,78 @@ class Smoke:
         def body() -> tuple[str, str]:
             response = self.client.get("/health")
             if response.status_code != 200:
-                return "fail", _describe(response)
+                return "fail", _describe(response) + " (is this the wrapper?)"
             state.update(response.json())
             if state.get("vllm_available") is True:
                 self.vllm_ready = True
                 self.model = self.model or state.get("model")
                 return "pass", f"{state.get('status')}: vLLM available, model {state.get('model')}"
-            return "pass", f"wrapper up; vLLM not available yet ({_vllm_state(state)})"
+            return "pass", f"wrapper up; vLLM not available ({_vllm_state(state)})"
 
         check = self._run("health", body)
+        if check.status == "fail" and not check.hint:
+            check.hint.extend(self.hints.reach())  # an answer, but not the wrapper's
         return state if check.status == "pass" else None
 
-    def wake(self, state: dict[str, Any]) -> None:
-        """Send one request that wakes a scaled-to-zero vLLM, poll /health until it is available."""
+    def await_vllm(self, state: dict[str, Any]) -> None:
+        """vLLM is not available: wake it and wait where it can wake, else say at once what to look at."""
         started = time.monotonic()
-        self.progress(f"vLLM is {_vllm_state(state)}: waking it (up to {self.wake_timeout:g} s)")
+        w = self.waking
+        # The wrapper reports `scale_state` only when it scales vLLM to zero itself (Kubernetes
+        # scaler, Modal autoscale): then a request wakes it even if the stack file says otherwise.
+        wakes = w.scales_to_zero or bool(state.get("scale_state"))
+        why = w.why if w.scales_to_zero or not wakes else f"the wrapper reports scale_state {state['scale_state']}"
+        budget = w.wait if w.wait is not None else (w.wake_timeout if wakes else 0.0)
+        if budget <= 0:
+            if wakes:
+                detail = f"vLLM {_vllm_state(state)}; not waking it (--wait 0)"
+            else:
+                detail = f"vLLM {_vllm_state(state)} and the stack is {why}: nothing will wake it"
+            hint = [*self.hints.vllm(), f"just deployed? the model may still be loading: rerun with --wait {w.suggest_wait}"]
+            self._record("vllm", started, "fail", detail, hint)
+            return
+        name = "wake" if wakes else "wait"
+        if wakes:
+            self.progress(f"vLLM is {_vllm_state(state)} ({why}): waking it, waiting up to {budget:g} s")
+            self._nudge(budget)
+        else:
+            self.progress(f"vLLM is {_vllm_state(state)}: waiting up to {budget:g} s for it (--wait)")
+        seen, next_note = _vllm_state(state), started + HEARTBEAT_SECONDS
+        while True:
+            elapsed = time.monotonic() - started
+            try:
+                response = self.client.get("/health", timeout=min(self.timeout, 10))
+                last = response.json() if response.status_code == 200 else {"status": _describe(response)}
+            except httpx.TransportError as error:
+                if self.hints.gone():  # no wrapper to wait through any more: waiting is pointless
+                    self.wrapper_lost = True
+                    detail = f"lost the wrapper after {elapsed:.0f} s ({type(error).__name__}: {error})"
+                    self._record(name, started, "fail", detail, self.hints.reach())
+                    return
+                last = {"status": f"health unreachable ({type(error).__name__})"}
+            except (httpx.HTTPError, ValueError) as error:
+                last = {"status": f"health unreachable ({type(error).__name__})"}
+            if last.get("vllm_available") is True:
+                self.vllm_ready = True
+                seconds = time.monotonic() - started
+                self.wake_seconds = seconds if wakes else None
+                self.model = self.model or last.get("model")
+                self._record(name, started, "pass", f"vLLM available after {seconds:.1f} s")
+                return
+            now_state = _vllm_state(last)
+            if elapsed >= budget:
+                detail = f"vLLM not available after {budget:g} s (last health: {now_state})"
+                self._record(name, started, "fail", detail, self.hints.vllm())
+                return
+            # One line when what /health says changes (scaled_to_zero → waking), and a sparse
+            # reminder while it does not: never the same line every poll.
+            if now_state != seen or time.monotonic() >= next_note:
+                self.progress(f"vLLM {now_state} after {elapsed:.0f} s (waiting up to {budget:g} s)")
+                seen, next_note = now_state, time.monotonic() + HEARTBEAT_SECONDS
+            time.sleep(min(self.poll_interval, max(0.0, budget - elapsed)))
+
+    def _nudge(self, budget: float) -> None:
+        """Send the request that wakes a scaled-to-zero vLLM, in the background."""
 
         def nudge() -> None:
             # The wrapper wakes vLLM on the first request that needs it (a one-token chat, as a
@@ -184,38 +289,12 @@ class Smoke:
                     f"{self.url}/v1/chat/completions",
                     headers=self._headers(),
                     json=self._chat_body(max_tokens=1),
-                    timeout=self.wake_timeout,
+                    timeout=budget,
                 )
             except httpx.HTTPError:
                 pass
 
         threading.Thread(target=nudge, name="smoke-wake", daemon=True).start()
-        next_note = started + 10
-        last = state
-        while True:
-            elapsed = time.monotonic() - started
-            try:
-                response = self.client.get("/health", timeout=min(self.timeout, 10))
-                if response.status_code == 200:
-                    last = response.json()
-                    if last.get("vllm_available") is True:
-                        self.vllm_ready = True
-                        self.wake_seconds = time.monotonic() - started
-                        self.model = self.model or last.get("model")
-                        self._record("wake", started, "pass", f"vLLM available after {self.wake_seconds:.1f} s")
-                        return
-            except httpx.HTTPError as error:
-                last = {"status": f"health unreachable ({type(error).__name__})"}
-            if elapsed >= self.wake_timeout:
-                self._record(
-                    "wake", started, "fail",
-                    f"vLLM not available after {self.wake_timeout:g} s (last health: {_vllm_state(last)})",
-                )
-                return
-            if time.monotonic() >= next_note:
-                self.progress(f"waiting for vLLM: {_vllm_state(last)}, {elapsed:.0f} s")
-                next_note = time.monotonic() + 10
-            time.sleep(min(self.poll_interval, max(0.0, self.wake_timeout - elapsed)))
 
     def models(self) -> None:
         def body() -> tuple[str, str]:
@@ -291,13 +370,17 @@ class Smoke:
                 return "fail", f"{pieces} content chunks but the stream ended without data: [DONE]"
             if after_done:
                 return "fail", f"{after_done} events after data: [DONE]"
-            return "pass", f"{pieces} content chunks, first after {first * 1000:.0f} ms, ended with [DONE]"
+            return "pass", f"{pieces} content chunks, first after {(first or 0.0) * 1000:.0f} ms, ended with [DONE]"
 
         self._run("stream", body)
 
     def auth(self) -> None:
         def body() -> tuple[str, str]:
             if not self.key_expected:
+                if not self.vllm_ready:
+                    # An open wrapper passes this request to vLLM, and one that wakes vLLM holds
+                    # it for up to its wakeTimeout (/v1/models counts as activity): do not probe.
+                    return "skip", "no wrapper key configured: the wrapper is open (not probed while vLLM is unavailable)"
                 response = self.client.get("/v1/models")
                 if response.status_code == 401:
                     return "fail", f"the wrapper wants a key none was given for; set {KEY_ENV}"
@@ -330,7 +413,9 @@ class Smoke:
             if state is None:
                 return self.checks  # the wrapper itself does not answer: nothing else can pass
             if not self.vllm_ready:
-                self.wake(state)
+                self.await_vllm(state)
+                if self.wrapper_lost:
+                    return self.checks  # as when health finds no wrapper
             if self.vllm_ready:
                 self.models()
                 self.chat()
@@ -343,7 +428,7 @@ class Smoke:
 
 
 def _vllm_state(health: dict[str, Any]) -> str:
-    parts = [str(health[key]) for key in ("vllm_status", "status") if health.get(key)]
+    parts = [str(health[key]) for key in ("scale_state", "vllm_status", "status") if health.get(key)]
     return " / ".join(dict.fromkeys(parts)) or "unknown"
 
 
@@ -378,55 +463,193 @@ def wrapper_key(stack: str | None, *, stack_declares_key: bool, cwd: Path | None
     return None, "none"
 
 
+# ----------------------------------------------------------------- the stack
+
+
+def waking_for(config: Any, *, wait: float | None) -> Waking:
+    """Whether the stack's vLLM can wake on a request, from its typed config."""
+    from components.manifests import startup_budget_seconds
+
+    idle = f"scales to zero after {config.idle_timeout} s idle"
+    if config.target == "modal":
+        # Modal keeps modal.minContainers GPU containers up whatever the idle timeout (an
+        # always-on Modal stack gets at least one: components/modal_app/spec.py).
+        scales = config.scales_to_zero and config.modal.min_containers == 0
+        why = idle if scales else (
+            f"always on (modal.minContainers {config.modal.min_containers})" if config.scales_to_zero
+            else "always on (no idleTimeout)"
+        )
+    else:
+        scales = config.scales_to_zero
+        why = idle if scales else "always on (no idleTimeout)"
+    return Waking(
+        scales_to_zero=scales,
+        why=why,
+        wake_timeout=config.wrapper.wake_timeout,
+        wait=wait,
+        suggest_wait=startup_budget_seconds(config),
+    )
+
+
+@dataclass(frozen=True)
+class KubeNames:
+    """The objects a user looks at, as the stack's manifests name them."""
+
+    namespace: str
+    statefulset: str  # vLLM
+    container: str  # vLLM's container in it
+    deployment: str  # the wrapper
+    service: str  # the wrapper's Service
+
+    @classmethod
+    def of(cls, config: Any) -> KubeNames:
+        from components import manifests
+
+        built = manifests.build(config)
+        (sts,) = [m for m in built.vllm if m["kind"] == "StatefulSet"]
+        (deploy,) = [m for m in built.wrapper if m["kind"] == "Deployment"]
+        (svc,) = [m for m in built.wrapper if m["kind"] == "Service"]
+        return cls(
+            namespace=sts["metadata"]["namespace"],
+            statefulset=sts["metadata"]["name"],
+            container=sts["spec"]["template"]["spec"]["containers"][0]["name"],
+            deployment=deploy["metadata"]["name"],
+            service=svc["metadata"]["name"],
+        )
+
+
+def _kubectl(context: str | None) -> str:
+    return f"kubectl --context {context}" if context else "kubectl"
+
+
+def _context_hint(context: str | None) -> str:
+    if context:
+        return f"the kube context: {context} (kubernetes.context or --context) must be the cluster the stack is deployed to"
+    return ("the kube context: the current one (`kubectl config current-context`); "
+            "set kubernetes.context or pass --context if the stack is deployed elsewhere")
+
+
+def vllm_hints(config: Any, stack: str, context: str | None) -> list[str]:
+    """Where to see why vLLM is not serving."""
+    if config.target == "modal":
+        from components.modal_target import app_name_for
+
+        return [f"modal app logs {app_name_for(config, stack)}"]
+    n, k = KubeNames.of(config), _kubectl(context)
+    hints = [
+        f"{k} get pods -n {n.namespace}",
+        f"{k} logs -n {n.namespace} statefulset/{n.statefulset} -c {n.container}",
+    ]
+    if config.scales_to_zero:  # the wrapper's scaler wakes vLLM: its API errors are in the wrapper's log
+        hints.append(f"{k} logs -n {n.namespace} deployment/{n.deployment}")
+    return hints
+
+
+def url_hints(config: Any, stack: str, url: str, context: str | None) -> list[str]:
+    """What to check when a wrapper given with --url does not answer."""
+    hints = [f"--url {url}: the wrapper's base URL (without /v1), reachable from here: curl {url}/health"]
+    if config.target == "modal":
+        hints.append(f"the app's URL: pulumi stack output app_url --stack {stack}")
+    else:
+        n = KubeNames.of(config)
+        where = f" in context {context}" if context else ""
+        hints.append(f"or leave --url out: smoke port-forwards to svc/{n.service} -n {n.namespace}{where}")
+    return hints
+
+
+def forward_hints(forward: Any, config: Any, context: str | None) -> list[str]:
+    """What to check when the wrapper does not answer through the port-forward."""
+    n = KubeNames.of(config)
+    return [
+        f"the port-forward `{' '.join(forward.command())}`: {forward.state()}",
+        f"the wrapper's pods: {_kubectl(context)} get pods -n {n.namespace}",
+        _context_hint(context),
+        "or pass --url with the URL of a wrapper you can reach directly",
+    ]
+
+
 # ------------------------------------------------------------------- output
+
+
+def format_check(check: Check) -> list[str]:
+    lines = [f"  {check.status.upper():<4}  {check.name:<8} {check.seconds:>7.2f} s  {check.detail}"]
+    lines += [f"        check: {hint}" for hint in check.hint]
+    return lines
+
+
+def format_verdict(report: Report) -> str:
+    passed = sum(c.status == "pass" for c in report.checks)
+    failed = sum(c.status == "fail" for c in report.checks)
+    verdict = "ok" if report.ok else "FAILED"
+    wake = f"; woke in {report.wake_seconds:.1f} s" if report.wake_seconds is not None else ""
+    return f"{verdict}: {passed} passed, {failed} failed{wake}"
 
 
 def format_report(report: Report) -> str:
     lines = [f"smoke {report.url} ({report.via})"]
     for check in report.checks:
-        lines.append(f"  {check.status.upper():<4}  {check.name:<8} {check.seconds:>7.2f} s  {check.detail}")
-    passed = sum(c.status == "pass" for c in report.checks)
-    failed = sum(c.status == "fail" for c in report.checks)
-    verdict = "ok" if report.ok else "FAILED"
-    wake = f"; woke in {report.wake_seconds:.1f} s" if report.wake_seconds is not None else ""
-    lines.append(f"{verdict}: {passed} passed, {failed} failed{wake}")
+        lines += format_check(check)
+    lines.append(format_verdict(report))
     return "\n".join(lines)
 
 
-def _progress(to_stderr: bool) -> Progress:
-    def say(message: str) -> None:
-        print(f"… {message}", file=sys.stderr if to_stderr else sys.stdout, flush=True)
-
-    return say
+def _say(message: str) -> None:
+    print(f"… {message}", file=sys.stderr, flush=True)
 
 
 @contextmanager
-def _target(config: Any, url: str | None, context: str | None, progress: Progress) -> Iterator[tuple[str, str]]:
+def _target(
+    config: Any, stack: str, url: str | None, context: str | None, progress: Progress
+) -> Iterator[tuple[str, str, Hints]]:
+    """The wrapper's base URL, how it is reached, and what to check when it does not answer."""
+
+    def vllm() -> list[str]:
+        return vllm_hints(config, stack, context)
+
     if url:
-        yield url, "url"
+        yield url, "url", Hints(vllm=vllm, reach=lambda: url_hints(config, stack, url, context))
         return
     from components.portforward import PortForward, PortForwardError
     from components.targets import target_of
 
     service = target_of(config).wrapper_service(config)
     if service is None:
-        raise SmokeError(f"the stack targets {config.target}: pass the wrapper's URL with --url")
+        raise SmokeError(
+            f"the stack targets {config.target}: pass the wrapper's URL with --url",
+            [f"the app's URL: pulumi stack output app_url --stack {stack}"],
+        )
+    context = context or service.context
+    n = KubeNames.of(config)
     forward = PortForward(
         namespace=service.namespace,
         service=service.name,
         port=service.port,
-        context=context or service.context,
+        context=context,
         progress=progress,
     )
     try:
         forward.start()
     except PortForwardError as error:
-        raise SmokeError(str(error)) from None
+        raise SmokeError(
+            str(error),
+            [f"the stack's wrapper Service: {_kubectl(context)} get svc -n {n.namespace} {n.service}",
+             _context_hint(context), "or pass --url with the URL of a wrapper you can reach directly"],
+        ) from None
     try:
-        yield forward.url, "port-forward"
+        hints = Hints(
+            vllm=vllm, reach=lambda: forward_hints(forward, config, context), gone=lambda: forward.exit_code is not None
+        )
+        yield forward.url, "port-forward", hints
     finally:
         forward.stop()
         progress("port-forward closed")
+
+
+WAIT_HELP = (
+    "Wait up to SECONDS for vLLM to become available, on any stack: e.g. right after `pulumi up`, "
+    "while the model downloads and loads. Default: wrapper.wakeTimeout where the stack scales to zero "
+    "(idleTimeout; on Modal with minContainers 0), else 0: an always-on stack with vLLM down fails at once"
+)
 
 
 def smoke_command(
@@ -436,39 +659,58 @@ def smoke_command(
     context: Annotated[str | None, typer.Option("--context", help="kube context (default: kubernetes.context, else the current one)")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Served model to expect (default: the stack's model name)")] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds per request")] = 60,
-    wake_timeout: Annotated[float | None, typer.Option("--wake-timeout", min=0, help="Seconds to wait for a scaled-to-zero vLLM (default: wrapper.wakeTimeout)")] = None,
+    wait: Annotated[float | None, typer.Option("--wait", min=0, metavar="SECONDS", help=WAIT_HELP)] = None,
+    # The earlier name of --wait, kept for scripts that pass it.
+    wake_timeout: Annotated[float | None, typer.Option("--wake-timeout", min=0, hidden=True)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON (progress goes to stderr)")] = False,
 ) -> None:
-    """Check that a deployed stack serves: health, wake-up, models, chat, streaming, auth, metrics."""
+    """Check that a deployed stack serves: health, wake-up, models, chat, streaming, auth, metrics.
+
+    Waits for vLLM only where it can wake (the stack scales to zero) or with --wait; a failed check says what to look at (the port-forward, --url, the kube context, the stack's pods and logs).
+    """
     from components.config import ConfigError
     from components.stackfile import STACKS_DIR, load_stack
 
-    progress = _progress(to_stderr=True)
     stacks_dir = stacks_dir or STACKS_DIR
+
+    def row(check: Check) -> None:
+        # Each step is printed once, when it finishes: as its table row, or (with --json, whose
+        # answer is the JSON document) as a progress line on stderr.
+        if as_json:
+            _say(f"{check.name}: {check.status} ({check.seconds:.2f} s)")
+        else:
+            typer.echo("\n".join(format_check(check)))
+
     try:
         config = load_stack(stack, stacks_dir)
+        context = context or (config.kubernetes.context if config.target == "kubernetes" else None)
         key, source = wrapper_key(
-            stack, stack_declares_key="wrapperApiKey" in config.secrets_present, cwd=stacks_dir.parent, progress=progress
+            stack, stack_declares_key="wrapperApiKey" in config.secrets_present, cwd=stacks_dir.parent, progress=_say
         )
         if source != "none":
-            progress(f"wrapper key from {'$' + KEY_ENV if source == 'env' else 'the stack secret config'}")
-        with _target(config, url, context, progress) as (base, via):
+            _say(f"wrapper key from {'$' + KEY_ENV if source == 'env' else 'the stack secret config'}")
+        with _target(config, stack, url, context, _say) as (base, via, hints):
+            if not as_json:
+                typer.echo(f"smoke {base} ({via})")
             smoke = Smoke(
                 base,
                 model=model or config.model.name,
                 api_key=key,
                 key_expected="wrapperApiKey" in config.secrets_present,
                 timeout=timeout,
-                wake_timeout=config.wrapper.wake_timeout if wake_timeout is None else wake_timeout,
-                progress=progress,
+                waking=waking_for(config, wait=wait if wait is not None else wake_timeout),
+                hints=hints,
+                progress=_say,
+                on_check=row,
             )
             checks = smoke.run()
             report = Report(base, via, smoke.model, smoke.key_expected, smoke.wake_seconds, checks)
     except (ConfigError, SmokeError) as error:
+        hint = error.hint if isinstance(error, SmokeError) else []
         if as_json:
-            typer.echo(json.dumps({"ok": False, "error": str(error), "checks": []}, indent=2))
-        typer.echo(f"error: {error}", err=True)
+            typer.echo(json.dumps({"ok": False, "error": str(error), "hint": hint, "checks": []}, indent=2))
+        typer.echo("\n".join([f"error: {error}", *(f"  check: {line}" for line in hint)]), err=True)
         raise typer.Exit(2) from None
-    typer.echo(json.dumps(report.to_json(), indent=2) if as_json else format_report(report))
+    typer.echo(json.dumps(report.to_json(), indent=2) if as_json else format_verdict(report))
     if not report.ok:
         raise typer.Exit(1)

@@ -7,7 +7,11 @@ seconds (a backend that is still scaled to zero or loading refuses connections).
 As a script it is the stand-in `kubectl` the smoke tests put first on PATH: it records its
 arguments (JSON, one line per run, in $SMOKE_KUBECTL_LOG), reads LOCAL:REMOTE from them,
 listens on 127.0.0.1:LOCAL, forwards to the running wrapper ($SMOKE_FORWARD_TO, a port),
-prints kubectl's "Forwarding from" line, and on SIGTERM records that it was stopped.
+prints kubectl's "Forwarding from" line, and on SIGTERM records that it was stopped. When
+nothing listens on the target port it does what kubectl >= 1.23 does when the pod refuses
+(kubernetes/kubernetes#103526; client-go tools/portforward): logs "an error occurred
+forwarding L -> R: ... connection refused", closes that connection, and exits 1 with
+"error: lost connection to pod".
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 
 def _pipe(source: socket.socket, sink: socket.socket) -> None:
@@ -36,8 +41,10 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
 
 
 class Forwarder:
-    def __init__(self, listen_port: int, target_port: int, delay: float = 0.0) -> None:
+    def __init__(self, listen_port: int, target_port: int, delay: float = 0.0,
+                 on_refused: Callable[[OSError], None] | None = None) -> None:
         self.listen_port, self.target_port = listen_port, target_port
+        self.on_refused = on_refused
         self.opened_at: float | None = None
         self._server: socket.socket | None = None
         self._stop = threading.Event()
@@ -65,7 +72,9 @@ class Forwarder:
                 break
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            except OSError:
+            except OSError as error:
+                if self.on_refused is not None:
+                    self.on_refused(error)  # before the client sees the connection close
                 client.close()
                 continue
             threading.Thread(target=_pipe, args=(client, upstream), daemon=True).start()
@@ -85,9 +94,17 @@ def _kubectl(argv: list[str]) -> int:
         print(f"stand-in kubectl: only port-forward, got {argv}", file=sys.stderr)
         return 1
     ports = next(a for a in argv if ":" in a and a.split(":")[0].isdigit())
-    local = int(ports.split(":")[0])
-    forwarder = Forwarder(local, int(os.environ["SMOKE_FORWARD_TO"])).start()
-    stopped = threading.Event()
+    local, remote = int(ports.split(":")[0]), ports.split(":")[1]
+    stopped, lost = threading.Event(), threading.Event()
+
+    def on_refused(error: OSError) -> None:
+        print(f"E1201 00:00:00.000000 4242 portforward.go:413] an error occurred forwarding {local} -> {remote}: "
+              f"error forwarding port {remote} to pod 0123abcd, uid : failed to connect to localhost:{remote} "
+              f"inside namespace: {error}", file=sys.stderr, flush=True)
+        lost.set()
+        stopped.set()
+
+    forwarder = Forwarder(local, int(os.environ["SMOKE_FORWARD_TO"]), on_refused=on_refused).start()
 
     def on_term(signum: int, frame: object) -> None:
         stopped.set()
@@ -95,9 +112,14 @@ def _kubectl(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_term)
     while forwarder.opened_at is None:
         time.sleep(0.01)
-    print(f"Forwarding from 127.0.0.1:{local} -> {ports.split(':')[1]}", flush=True)
+    print(f"Forwarding from 127.0.0.1:{local} -> {remote}", flush=True)
     stopped.wait()
     forwarder.stop()
+    if lost.is_set():
+        print("error: lost connection to pod", file=sys.stderr, flush=True)
+        with open(log, "a") as out:
+            out.write(json.dumps({"event": "lost", "pid": os.getpid()}) + "\n")
+        return 1
     with open(log, "a") as out:
         out.write(json.dumps({"event": "stopped", "pid": os.getpid()}) + "\n")
     return 0
