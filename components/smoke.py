@@ -468,7 +468,7 @@ def wrapper_key(stack: str | None, *, stack_declares_key: bool, cwd: Path | None
 
 def waking_for(config: Any, *, wait: float | None) -> Waking:
     """Whether the stack's vLLM can wake on a request, from its typed config."""
-    from components.manifests import startup_budget_seconds
+    from components.plan import startup_budget_seconds
 
     idle = f"scales to zero after {config.idle_timeout} s idle"
     if config.target == "modal":

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from components.manifests import startup_budget_seconds
+from components.plan import startup_budget_seconds
 from components.stackfile import load_stack
 from tests.scaling.fake_apiserver import FakeAPIServer
 from tests.smoke.conftest import REPO, Wrapper, free_port, stack_wrapper_env, start_wrapper
