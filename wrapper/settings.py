@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     k8s_namespace: str | None = Field(default=None, description="namespace of the vLLM StatefulSet (default: the pod's)")
     k8s_statefulset: str | None = Field(default=None, validate_default=True, description="the vLLM StatefulSet")
     k8s_api_url: AnyHttpUrl | None = Field(default=None, description="API server URL (default: in-cluster)")
+    k8s_replicas: int = Field(default=1, ge=1, le=1000, description="vLLM replicas a wake from zero restores (vllm.replicas)")
     # Several vLLM replicas (wrapper/routing): how to pick one, and how to find them.
     routing: Literal["prefix", "least-load", "round-robin"] | None = Field(
         default=None, description="routing policy; unset = prefix with several replicas"

@@ -41,6 +41,14 @@ def test_conversations_sharing_a_long_system_prompt_share_a_key():
     assert chat_key(c, 1024) != chat_key(a, 1024)
 
 
+def test_a_short_system_prompt_keys_by_conversation_a_long_one_by_tenant():
+    short = {"role": "system", "content": "You are a helpful assistant."}
+    long = {"role": "system", "content": "x" * 300}
+    q1, q2 = {"role": "user", "content": "question one"}, {"role": "user", "content": "question two"}
+    assert chat_key([short, q1], 2048) != chat_key([short, q2], 2048)
+    assert chat_key([long, q1], 2048) == chat_key([long, q2], 2048)
+
+
 def test_content_parts_and_completion_prompts_have_keys():
     parts = [{"role": "user", "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "world"}]}]
     assert chat_key(parts, 100) == chat_key([{"role": "user", "content": "hello world"}], 100)

@@ -92,7 +92,9 @@ class PrefixAffinity:
 
     def bound(self, candidates: Sequence[Backend]) -> int:
         """Requests in flight a backend may already have and still take this one."""
-        total = sum(b.in_flight for b in candidates)
+        total = 0
+        for b in candidates:
+            total += b.in_flight
         return max(math.ceil(self.balance * (total + 1) / len(candidates)), self.floor)
 
     def choose(self, key: int | None, candidates: Sequence[Backend]) -> tuple[Backend, str]:
@@ -101,6 +103,9 @@ class PrefixAffinity:
         if len(candidates) == 1:
             return candidates[0], AFFINITY
         bound = self.bound(candidates)
+        first = max(candidates, key=lambda b: mix(key ^ b.hash))
+        if first.in_flight < bound:  # the common case: no sort
+            return first, AFFINITY
         ranked = preference(key, candidates)
         for i, b in enumerate(ranked):
             if b.in_flight < bound:
