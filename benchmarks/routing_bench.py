@@ -164,7 +164,7 @@ def main() -> None:
     key = secrets.token_urlsafe(24)
     servers = []
     for _ in range(args.replicas):
-        s = VllmServer("fast", extra_args=["--enable-prefix-caching", "--block-size", "32",
+        s = VllmServer("fast", startup_timeout=900, extra_args=["--enable-prefix-caching", "--block-size", "32",
                                            "--num-gpu-blocks-override", str(args.blocks)])
         s.api_key = key
         servers.append(s)

@@ -29,7 +29,8 @@ WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lim
 
 
 def replica(key: str) -> VllmServer:
-    s = VllmServer("fast", extra_args=["--enable-prefix-caching", "--block-size", "32",
+    # Three start at once on a shared 2-core box: allow twice the single-server start-up timeout.
+    s = VllmServer("fast", startup_timeout=900, extra_args=["--enable-prefix-caching", "--block-size", "32",
                                        "--num-gpu-blocks-override", str(BLOCKS), "--max-num-seqs", "8"])
     s.api_key = key  # one key for all replicas: the wrapper has one VLLM_API_KEY
     return s
@@ -140,7 +141,12 @@ def test_every_endpoint_streamed_or_not_follows_the_prefix(replicas):
             served_by(replicas, lambda: httpx.post(w.url + "/chat", json={"messages": msgs, "max_tokens": 2, "stream": True}, timeout=120)),
         }
         assert len(seen) == 1
-        prompt = system_prompt("completions")
+    finally:
+        w.stop()
+    # A completion prompt has no messages: its first VLLM_ROUTING_PREFIX_CHARS characters are the key.
+    w = wrapper(replicas, routing_prefix_chars=512)
+    try:
+        prompt = system_prompt("completions")  # ~1,000 characters shared, then a different question
         assert len({served_by(replicas, lambda: httpx.post(w.base_url + "/completions", timeout=120, json={
             "prompt": prompt + f" question {i}", "max_tokens": 2, "stream": bool(i % 2)})) for i in range(4)}) == 1
     finally:
