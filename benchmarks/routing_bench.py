@@ -152,6 +152,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=6)
     ap.add_argument("--blocks", type=int, default=200, help="KV cache blocks (of 32 tokens) per replica")
     ap.add_argument("--system-words", type=int, default=170, help="words in each tenant's system prompt (~720 tokens)")
+    ap.add_argument("--balance", type=float, action="append", default=[],
+                    help="also run prefix with this VLLM_ROUTING_BALANCE (repeatable; default column: the wrapper's 1.25)")
     ap.add_argument("--micro", action="store_true", help="only the in-process cost of the routing hot path")
     args = ap.parse_args()
     if args.micro:
@@ -175,14 +177,16 @@ def main() -> None:
             list(pool.map(lambda s: s.start(), servers))
         print(f"  ready in {time.monotonic() - t0:.0f} s", flush=True)
         results = {}
-        for policy in ("prefix", "least-load", "round-robin"):
-            w = Wrapper(",".join(s.base_url for s in servers), api_key=key, routing=policy, timeout=300)
+        runs = [("prefix", "prefix", {}), *((f"prefix c={c:g}", "prefix", {"routing_balance": c}) for c in args.balance),
+                ("least-load", "least-load", {}), ("round-robin", "round-robin", {})]
+        for column, policy, extra in runs:
+            w = Wrapper(",".join(s.base_url for s in servers), api_key=key, routing=policy, timeout=300, **extra)
             try:
                 work = workload(secrets.token_hex(4), args.tenants, args.requests, args.system_words)
-                results[policy] = measure(servers, [w.base_url], "unused", work, args.concurrency)
+                results[column] = measure(servers, [w.base_url], "unused", work, args.concurrency)
             finally:
                 w.stop()
-            print(f"  {policy}: done", flush=True)
+            print(f"  {column}: done", flush=True)
         work = workload(secrets.token_hex(4), args.tenants, args.requests, args.system_words)
         results["ideal"] = measure(servers, [s.base_url for s in servers], key, work, args.concurrency)
     finally:
@@ -191,7 +195,7 @@ def main() -> None:
 
     print(f"\n{args.tenants} tenants x {args.requests} requests, concurrency {args.concurrency}, "
           f"{args.replicas} replicas x {args.blocks} blocks\n")
-    cols = ["prefix", "least-load", "round-robin", "ideal"]
+    cols = list(results)
     print(f"{'':28}" + "".join(f"{c:>14}" for c in cols))
     print(f"{'prefix-cache hit rate':28}" + "".join(f"{results[c]['hit']:>14.1%}" for c in cols))
     for i in range(args.replicas):
