@@ -153,7 +153,7 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=200, help="KV cache blocks (of 32 tokens) per replica")
     ap.add_argument("--system-words", type=int, default=170, help="words in each tenant's system prompt (~720 tokens)")
     ap.add_argument("--balance", type=float, action="append", default=[],
-                    help="also run prefix with this VLLM_ROUTING_BALANCE (repeatable; default column: the wrapper's 1.25)")
+                    help="also run prefix with this VLLM_ROUTING_BALANCE (repeatable; default column: the wrapper's default, 2)")
     ap.add_argument("--micro", action="store_true", help="only the in-process cost of the routing hot path")
     args = ap.parse_args()
     if args.micro:

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
         default=None, description="routing policy; unset = prefix with several replicas"
     )
     routing_prefix_chars: int = Field(default=2048, ge=16, le=1_000_000, description="leading prompt characters hashed")
-    routing_balance: float = Field(default=1.25, ge=1.0, le=100.0, description="bounded-load factor c of prefix routing")
+    routing_balance: float = Field(default=2.0, ge=1.0, le=100.0, description="bounded-load factor c of prefix routing")
     eject_after: int = Field(default=3, ge=1, le=1000, description="consecutive failures that eject a replica")
     eject_seconds: float = Field(default=5.0, gt=0.0, le=3600.0, description="least time a replica stays ejected")
     discovery: Literal["static", "endpointslices"] = "static"
