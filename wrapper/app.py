@@ -17,6 +17,7 @@ from .metrics import Metrics
 from .middleware import GatewayMiddleware
 from .proxy import Proxy
 from .routes import build_router
+from .routing.metrics import RouterCollector
 from .settings import Settings, load_settings
 from .upstream import Upstream
 
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> GatewayMiddleware:
     settings = settings or load_settings()
     upstream = Upstream(settings)
     metrics = Metrics()
+    metrics.registry.register(RouterCollector(upstream.router))
     scaler = None
     if settings.idle_timeout > 0:  # scale-to-zero on Kubernetes; imported only when configured
         from .scaling import build_scaler

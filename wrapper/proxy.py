@@ -8,6 +8,7 @@ from starlette.responses import Response
 
 from .errors import APIError, normalize_error
 from .metrics import Metrics
+from .routing.prefix import chat_key, completion_key
 from .settings import Settings
 from .streaming import Relay, UpstreamStream
 from .upstream import DEFAULT_RETRY_AFTER, Upstream, read_and_close
@@ -99,13 +100,17 @@ class Proxy:
         elif not isinstance(model, str):
             raise APIError(400, "'model' must be a string", param="model")
         route = "/v1/" + path
+        key = None
+        if self.upstream.keyed:  # several replicas: route by the prompt's leading prefix
+            limit = self.settings.routing_prefix_chars
+            key = chat_key(obj["messages"], limit) if required == "messages" else completion_key(obj["prompt"], limit)
         if stream:
-            resp = await self.upstream.open_stream("/" + path, raw, rid)
+            resp = await self.upstream.open_stream("/" + path, raw, rid, key)
             if resp.status != 200:
                 data = await read_and_close(resp)
                 return upstream_error(resp.status, data, resp.headers.get("Retry-After"))
             return UpstreamStream(resp, Relay(self.metrics, route), self.metrics)
-        reply = await self.upstream.call("POST", "/" + path, raw, rid)
+        reply = await self.upstream.call("POST", "/" + path, raw, rid, key)
         if reply.status >= 400:
             return upstream_error(reply.status, reply.body, reply.retry_after)
         if b'"usage"' in reply.body:

@@ -11,8 +11,10 @@ from .chat import ChatRelay, ChatRequest, ChatResponse, simple_answer, upstream_
 from .errors import APIError
 from .metrics import Metrics
 from .proxy import Proxy, read_body, upstream_error
+from .routing.prefix import chat_key
 from .settings import Settings
 from .streaming import UpstreamStream
+from .routing.report import replica_report
 from .upstream import Upstream, read_and_close
 
 _ERROR = {
@@ -140,16 +142,17 @@ def build_router(settings: Settings, upstream: Upstream, metrics: Metrics, proxy
         model = body.model or await proxy.default_model()
         defaulted = body.max_tokens is None
         payload = upstream_body(body, model, settings.default_max_tokens, settings.default_temperature)
+        key = chat_key(payload["messages"], settings.routing_prefix_chars) if upstream.keyed else None
         for attempt in (0, 1):
             raw = orjson.dumps(payload)
             if body.stream:
-                resp = await upstream.open_stream("/chat/completions", raw, rid)
+                resp = await upstream.open_stream("/chat/completions", raw, rid, key)
                 if resp.status == 200:
                     return UpstreamStream(resp, ChatRelay(metrics), metrics)
                 data = await read_and_close(resp)
                 status, retry_after = resp.status, resp.headers.get("Retry-After")
             else:
-                reply = await upstream.call("POST", "/chat/completions", raw, rid)
+                reply = await upstream.call("POST", "/chat/completions", raw, rid, key)
                 if reply.status == 200:
                     return Response(orjson.dumps(simple_answer(reply.body, metrics)), media_type="application/json")
                 status, data, retry_after = reply.status, reply.body, reply.retry_after
@@ -178,6 +181,9 @@ def build_router(settings: Settings, upstream: Upstream, metrics: Metrics, proxy
         if scaler is not None:  # scaled_to_zero | waking | ready (unknown until the first API read)
             out["scale_state"] = scaler.state.value
             out["idle_timeout"] = settings.idle_timeout
+        if upstream.keyed or len(upstream.router.pool.members) > 1 or upstream.router.discovery is not None:
+            out["routing"] = upstream.router.policy.name
+            out["replicas"] = replica_report(upstream.router)
         return out
 
     @router.get("/", tags=["service"], summary="Service information")

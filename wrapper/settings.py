@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, TypeAdapter, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_HTTP_URL: TypeAdapter[AnyHttpUrl] = TypeAdapter(AnyHttpUrl)
 
 
 class ConfigError(Exception):
@@ -25,8 +26,9 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
 
-    base_url: AnyHttpUrl = Field(
-        default=AnyHttpUrl("http://localhost:8000/v1"), description="vLLM's OpenAI base URL"
+    base_url: str = Field(
+        default="http://localhost:8000/v1",
+        description="vLLM's OpenAI base URL; several replicas: URLs separated by commas (wrapper/routing)",
     )
     model: str | None = Field(default=None, description="default model; unset = the served model")
     api_key: SecretStr | None = Field(default=None, description="key vLLM expects (--api-key)")
@@ -51,8 +53,21 @@ class Settings(BaseSettings):
     k8s_statefulset: str | None = Field(default=None, validate_default=True, description="the vLLM StatefulSet")
     k8s_api_url: AnyHttpUrl | None = Field(default=None, description="API server URL (default: in-cluster)")
     k8s_lease: str | None = Field(default=None, description="the activity Lease (default: <statefulset>-activity)")
+    k8s_replicas: int = Field(default=1, ge=1, le=1000, description="vLLM replicas a wake from zero restores (vllm.replicas)")
+    # Several vLLM replicas (wrapper/routing): how to pick one, and how to find them.
+    routing: Literal["prefix", "least-load", "round-robin"] | None = Field(
+        default=None, description="routing policy; unset = prefix with several replicas"
+    )
+    routing_prefix_chars: int = Field(default=2048, ge=16, le=1_000_000, description="leading prompt characters hashed")
+    routing_balance: float = Field(default=2.0, ge=1.0, le=100.0, description="bounded-load factor c of prefix routing")
+    eject_after: int = Field(default=3, ge=1, le=1000, description="consecutive failures that eject a replica")
+    eject_seconds: float = Field(default=5.0, gt=0.0, le=3600.0, description="least time a replica stays ejected")
+    discovery: Literal["static", "endpointslices"] = "static"
+    discovery_service: str | None = Field(default=None, validate_default=True, description="headless Service of vLLM")
+    discovery_port: str | None = Field(default=None, description="EndpointSlice port name or number (default: the first)")
 
-    @field_validator("model", "api_key", "wrapper_api_key", "k8s_namespace", "k8s_statefulset", "k8s_lease", "k8s_api_url", mode="before")
+    @field_validator("model", "api_key", "wrapper_api_key", "k8s_namespace", "k8s_statefulset", "k8s_lease", "k8s_api_url",
+                     "routing", "discovery_service", "discovery_port", mode="before")
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         if isinstance(v, str) and not v.strip():
@@ -63,6 +78,31 @@ class Settings(BaseSettings):
     @classmethod
     def _never(cls, v: object) -> object:
         return 0.0 if isinstance(v, str) and v.strip().lower() in ("", "0", "never", "off") else v
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_urls(cls, v: str) -> str:
+        urls = [u.strip() for u in v.split(",")]
+        if not all(urls):
+            raise ValueError("an empty URL in the list; separate base URLs with single commas")
+        out = []
+        for u in urls:
+            try:
+                out.append(str(_HTTP_URL.validate_python(u)).rstrip("/"))
+            except ValidationError:
+                raise ValueError("each base URL must be an http(s) URL such as http://vllm:8000/v1") from None
+        if len(set(out)) != len(out):
+            raise ValueError("the same base URL appears twice")
+        return ",".join(out)
+
+    @field_validator("discovery_service")
+    @classmethod
+    def _discovery_service(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and not _DNS_LABEL.match(v):
+            raise ValueError("must be a Kubernetes Service name (lowercase letters, digits, '-', at most 63)")
+        if v is None and info.data.get("discovery") == "endpointslices":
+            raise ValueError("required when VLLM_DISCOVERY=endpointslices (the headless Service of vLLM)")
+        return v
 
     @field_validator("k8s_namespace", "k8s_statefulset", "k8s_lease")
     @classmethod
@@ -79,15 +119,24 @@ class Settings(BaseSettings):
         return v.upper() if isinstance(v, str) else v
 
     @property
+    def base_urls(self) -> tuple[str, ...]:
+        """Each configured base URL without a trailing slash (``.../v1``)."""
+        return tuple(self.base_url.split(","))
+
+    @property
     def base(self) -> str:
-        """The base URL without a trailing slash (``.../v1``)."""
-        return str(self.base_url).rstrip("/")
+        """The base URL as configured, without trailing slashes (several: comma-separated)."""
+        return self.base_url
 
     @property
     def root(self) -> str:
-        """The server root: the base URL without its ``/v1`` suffix (where vLLM serves ``/health``)."""
-        b = self.base
-        return b[: -len("/v1")] if b.endswith("/v1") else b
+        """The first server's root: its base URL without the ``/v1`` suffix (where vLLM serves ``/health``)."""
+        return root_of(self.base_urls[0])
+
+
+def root_of(base: str) -> str:
+    """A server root from its OpenAI base URL (``http://h:8000/v1`` -> ``http://h:8000``)."""
+    return base[: -len("/v1")] if base.endswith("/v1") else base
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -1,4 +1,5 @@
-"""The one place that talks to vLLM: a pooled aiohttp session, retries, timeouts.
+"""The one place that talks to vLLM: a pooled aiohttp session, retries, timeouts, and the
+choice of replica (``wrapper/routing``) for every attempt.
 
 ``Upstream.ready()`` is the seam for the scale-to-zero gate (``wrapper/scaling``, on when
 ``VLLM_IDLE_TIMEOUT > 0``): every call goes through it before the first byte is sent upstream.
@@ -14,15 +15,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
-from yarl import URL
 
 from .errors import APIError
+from .routing import Backend, build_router
 from .settings import Settings
 
 log = logging.getLogger("wrapper.upstream")
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 DEFAULT_RETRY_AFTER = "5"
+# With several replicas a connect that hangs (a pod IP gone without a reset) must fail over
+# long before VLLM_TIMEOUT; one backend keeps the old behaviour (VLLM_TIMEOUT bounds it all).
+FAILOVER_CONNECT_SECONDS = 3.0
 
 
 @dataclass(slots=True)
@@ -45,6 +49,16 @@ async def read_and_close(resp: aiohttp.ClientResponse) -> bytes:
         resp.close()
 
 
+def _held(resp: aiohttp.ClientResponse, b: Backend) -> aiohttp.ClientResponse:
+    """Keep ``b``'s in-flight slot until ``resp``'s connection is released or closed."""
+    conn = resp.connection
+    if conn is None:  # nothing left to read: already released
+        b.release()
+    else:
+        conn.add_callback(b.release)
+    return resp
+
+
 class Upstream:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -54,11 +68,15 @@ class Upstream:
         if settings.api_key is not None:
             self._headers["Authorization"] = "Bearer " + settings.api_key.get_secret_value()
         self._session: aiohttp.ClientSession | None = None
+        self.router = build_router(settings)
+        several = len(settings.base_urls) > 1 or settings.discovery != "static"
+        connect = min(settings.timeout, FAILOVER_CONNECT_SECONDS) if several else None
         self._stream_timeout = aiohttp.ClientTimeout(
-            total=None, connect=settings.timeout, sock_read=settings.timeout
+            total=None, connect=settings.timeout, sock_connect=connect, sock_read=settings.timeout
         )
-        self._plain_timeout = aiohttp.ClientTimeout(total=None)  # asyncio.timeout() covers these
-        self._urls: dict[str, URL] = {}
+        self._plain_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect)  # asyncio.timeout() covers the rest
+        # Prefix routing hashes the prompt (a few microseconds); skipped when there is one backend.
+        self.keyed = several and self.router.policy.name == "prefix"
         self._served_model: str | None = None
         self._model_retry_at = 0.0
         self._health: tuple[float, bool] = (0.0, False)
@@ -81,8 +99,12 @@ class Upstream:
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),  # no cookies from the model server: skip the jar work
         )
+        self.router.start(self._probe_backend)
+        if self.router.discovery is not None:
+            self.router.discovery.start()
 
     async def close(self) -> None:
+        await self.router.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -108,12 +130,6 @@ class Upstream:
         h["X-Request-Id"] = request_id
         return h
 
-    def url(self, path: str) -> URL:
-        u = self._urls.get(path)
-        if u is None:
-            u = self._urls[path] = URL(self.base + path)
-        return u
-
     def _backoff(self, attempt: int, retry_after: str | None = None) -> float:
         base = self.settings.retry_backoff
         delay = min(base * (2**attempt), 5.0)
@@ -128,38 +144,59 @@ class Upstream:
     async def _send(
         self,
         method: str,
-        url: URL,
+        path: str,
         body: bytes | None,
         request_id: str | None,
         deadline: float | None,
         stream: bool = False,
+        key: int | None = None,
     ) -> aiohttp.ClientResponse:
-        """Send with retries; return a response whose status is final (not yet read)."""
+        """Send with retries; return a response whose status is final (not yet read).
+
+        Each attempt goes to the replica the router picks; a failed attempt (connect error,
+        502/503/504) is retried at once on a replica not tried yet for this request, and only
+        after every replica failed, with a backoff. The replica's in-flight slot is held until
+        the response's connection is released (body read, stream closed)."""
         attempts = self.settings.max_retries + 1
         headers = self._headers_for(request_id)
         timeout = self._stream_timeout if stream else self._plain_timeout
+        router = self.router
         last_error = "upstream unavailable"
         retry_after: str | None = None
+        tried: list[Backend] = []
         for attempt in range(attempts):
+            b = router.pick(key, tried)
+            if b is None:  # every replica failed this request once: go round again
+                tried.clear()
+                b = router.pick(key, tried)
+                assert b is not None
             try:
-                resp = await self.session.request(
-                    method, url, data=body, headers=headers, timeout=timeout
-                )
-            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
+                resp = await self.session.request(method, b.url(path), data=body, headers=headers, timeout=timeout)
+            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
+                    aiohttp.ConnectionTimeoutError) as exc:
+                b.release()
                 last_error = f"cannot reach the model server: {type(exc).__name__}"
                 retry_after = None
-            except aiohttp.ClientOSError as exc:
-                last_error = f"cannot reach the model server: {type(exc).__name__}"
-                retry_after = None
+                router.failed(b, last_error)
+            except BaseException:
+                b.release()
+                raise
             else:
                 if resp.status not in RETRY_STATUSES:
-                    return resp
+                    router.answered(b)
+                    return _held(resp, b)
                 retry_after = resp.headers.get("Retry-After")
+                router.failed(b, f"HTTP {resp.status}")
                 if attempt == attempts - 1:
-                    return resp
+                    return _held(resp, b)
                 resp.release()
+                b.release()
                 last_error = f"model server answered HTTP {resp.status}"
+            tried.append(b)
             if attempt < attempts - 1:
+                if router.pool.candidates(tried):
+                    continue  # fail over to another replica now
+                tried.clear()
                 delay = self._backoff(attempt, retry_after)
                 if deadline is not None and time.monotonic() + delay >= deadline:
                     break
@@ -174,14 +211,16 @@ class Upstream:
             headers={"Retry-After": retry_after or DEFAULT_RETRY_AFTER},
         )
 
-    async def call(self, method: str, path: str, body: bytes | None = None, request_id: str | None = None) -> Reply:
+    async def call(
+        self, method: str, path: str, body: bytes | None = None, request_id: str | None = None, key: int | None = None
+    ) -> Reply:
         """A non-streamed call, read completely, within ``VLLM_TIMEOUT`` (504 past it)."""
         await self.ready()
         timeout = self.settings.timeout
         deadline = time.monotonic() + timeout
         try:
             async with asyncio.timeout(timeout):
-                resp = await self._send(method, self.url(path), body, request_id, deadline)
+                resp = await self._send(method, path, body, request_id, deadline, key=key)
                 try:
                     data = await resp.read()
                 finally:
@@ -193,7 +232,9 @@ class Upstream:
         h = resp.headers
         return Reply(resp.status, h.get("Content-Type", "application/json"), data, h.get("Retry-After"))
 
-    async def open_stream(self, path: str, body: bytes, request_id: str | None = None) -> aiohttp.ClientResponse:
+    async def open_stream(
+        self, path: str, body: bytes, request_id: str | None = None, key: int | None = None
+    ) -> aiohttp.ClientResponse:
         """Start a streamed call; the caller reads and must ``close()`` it.
 
         Retries happen only here, before any byte went to the client. Reads then time out
@@ -204,7 +245,7 @@ class Upstream:
         deadline = time.monotonic() + timeout
         try:
             async with asyncio.timeout(timeout):
-                return await self._send("POST", self.url(path), body, request_id, deadline, stream=True)
+                return await self._send("POST", path, body, request_id, deadline, stream=True, key=key)
         except TimeoutError:
             raise APIError(504, f"the model server did not answer within {timeout:g} s") from None
 
@@ -215,7 +256,8 @@ class Upstream:
             self._model_retry_at = time.monotonic() + 5.0  # at most one discovery per 5 s
             try:
                 async with asyncio.timeout(self.settings.health_timeout):
-                    resp = await self.session.get(self.base + "/models", headers=self._headers)
+                    backend = self.router.pool.candidates()[0]
+                    resp = await self.session.get(backend.base + "/models", headers=self._headers)
                     async with resp:
                         if resp.status == 200:
                             data = await resp.json(content_type=None)
@@ -236,13 +278,16 @@ class Upstream:
         return await asyncio.shield(self._health_probe)
 
     async def _probe(self) -> bool:
-        ok = False
-        try:
-            async with asyncio.timeout(self.settings.health_timeout):
-                resp = await self.session.get(self.root + "/health", headers=self._headers)
-                async with resp:
-                    ok = resp.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            ok = False
+        """Any replica answers ``/health`` (each one's answer is kept for ``/health``'s list)."""
+        ok = any(await self.router.probe(self.router.pool.members))
         self._health = (time.monotonic(), ok)
         return ok
+
+    async def _probe_backend(self, b: Backend) -> bool:
+        try:
+            async with asyncio.timeout(self.settings.health_timeout):
+                resp = await self.session.get(b.root + "/health", headers=self._headers)
+                async with resp:
+                    return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False

@@ -21,6 +21,21 @@ when 0; errors are ``Status`` objects (404 NotFound, 403 Forbidden, 401 Unauthor
 
 The "controller" part is the test's: ``on_replicas(old, new)`` is called (in a worker thread)
 when ``spec.replicas`` changes, and ``set_ready(n)`` updates ``status.readyReplicas``.
+
+EndpointSlices (the routing discovery's tests), modelled on the API server and the
+EndpointSlice controller (https://kubernetes.io/docs/reference/kubernetes-api/service-resources/endpoint-slice-v1/,
+https://kubernetes.io/docs/reference/using-api/api-concepts/#efficient-detection-of-changes):
+
+    GET /apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices?labelSelector=kubernetes.io/service-name=S
+        -> EndpointSliceList with metadata.resourceVersion
+    GET ...&watch=1&resourceVersion=RV[&timeoutSeconds=N]
+        -> 200, then one JSON event per line: {"type": ADDED|MODIFIED|DELETED, "object": EndpointSlice}
+           for every change after RV, until timeoutSeconds; a compacted RV (``compact()``) gets a
+           single {"type": "ERROR", "object": Status 410 Expired} event, as the real server sends.
+
+``put_slice`` / ``delete_slice`` are the controller: each endpoint has ``addresses``, ``conditions``
+(``ready``, ``serving``, ``terminating``: a terminating endpoint is never ready) and a Pod
+``targetRef``; ports belong to the slice. ``forbid`` takes ("list"|"watch", "endpointslices").
 """
 
 from __future__ import annotations
@@ -116,6 +131,11 @@ class FakeAPIServer:
         self.on_replicas: Callable[[int, int], None] | None = None
         self.lock = threading.Lock()
         self._hooks = ThreadPoolExecutor(max_workers=1)
+        self.slices: dict[tuple[str, str], dict] = {}
+        self.slice_events: list[tuple[int, str, dict]] = []
+        self.compacted = 0  # watches from a resourceVersion at or below this get 410 Gone
+        self._expired = 0  # bumped by expire_watches(): open watches end with 410 Gone
+        self._closing = False
         self.add(namespace, name, replicas=replicas, ready=replicas if ready is None else ready)
         self.lease_name = f"{name}-activity"
         self.leases: dict[tuple[str, str], dict] = {}
@@ -222,6 +242,122 @@ class FakeAPIServer:
 
     def paths(self, method: str | None = None) -> list[str]:
         return [r.path for r in self.requests if method in (None, r.method)]
+
+    # -- EndpointSlices ---------------------------------------------------------------------------
+    def put_slice(self, name: str, endpoints: list[dict], *, service: str = "vllm-headless", port: int = 8000,
+                  port_name: str = "http", namespace: str | None = None) -> dict:
+        """Create or replace a slice. ``endpoints``: {"address", "pod", "ready"=True, "terminating"=False}."""
+        ns = namespace or self.namespace
+        with self.lock:
+            key = (ns, name)
+            kind = "MODIFIED" if key in self.slices else "ADDED"
+            eps = []
+            for e in endpoints:
+                terminating = bool(e.get("terminating", False))
+                ready = bool(e.get("ready", True)) and not terminating  # "ready" is false while terminating
+                eps.append({
+                    "addresses": [e["address"]],
+                    "conditions": {"ready": ready, "serving": bool(e.get("serving", e.get("ready", True))),
+                                   "terminating": terminating},
+                    "targetRef": {"kind": "Pod", "namespace": ns, "name": e["pod"], "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, e["pod"]))},
+                    "nodeName": "kind-worker",
+                })
+            rv = self._next_rv()
+            obj = {
+                "kind": "EndpointSlice",
+                "apiVersion": "discovery.k8s.io/v1",
+                "metadata": {
+                    "name": name, "namespace": ns, "generateName": f"{service}-", "resourceVersion": rv,
+                    "labels": {"kubernetes.io/service-name": service,
+                               "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
+                },
+                "addressType": "IPv4",
+                "endpoints": eps,
+                "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+            }
+            self.slices[key] = obj
+            self.slice_events.append((int(rv), kind, copy.deepcopy(obj)))
+            return copy.deepcopy(obj)
+
+    def delete_slice(self, name: str, namespace: str | None = None) -> None:
+        with self.lock:
+            obj = self.slices.pop((namespace or self.namespace, name))
+            obj = copy.deepcopy(obj)
+            obj["metadata"]["resourceVersion"] = self._next_rv()
+            self.slice_events.append((int(obj["metadata"]["resourceVersion"]), "DELETED", obj))
+
+    def expire_watches(self) -> None:
+        """Open watches get an ERROR event with a 410 Status and end (their position is gone)."""
+        with self.lock:
+            self.compacted = self._rv
+            self._expired += 1
+
+    def compact(self) -> None:
+        """etcd compaction: watches from any resourceVersion seen so far get 410 Gone."""
+        with self.lock:
+            self.compacted = self._rv
+
+    @staticmethod
+    def _selected(obj: dict, selector: str) -> bool:
+        labels = obj["metadata"].get("labels") or {}
+        for term in filter(None, selector.split(",")):
+            k, _, v = term.partition("=")
+            if labels.get(k) != v.lstrip("="):
+                return False
+        return True
+
+    async def _slices_handle(self, request: web.Request) -> web.StreamResponse:
+        rec = Recorded(request.method, request.path, dict(request.query), None, None, request.headers.get("Authorization"))
+        self.requests.append(rec)
+        resp = await self._slices(request, rec)
+        rec.status = resp.status
+        return resp
+
+    async def _slices(self, request: web.Request, rec: Recorded) -> web.StreamResponse:
+        if self.token is not None and rec.authorization != f"Bearer {self.token}":
+            return self._json(status_obj(401, "Unauthorized", "Unauthorized"), 401)
+        ns = request.match_info["ns"]
+        watch = request.query.get("watch") in ("1", "true")
+        verb = "watch" if watch else "list"
+        if request.method != "GET":
+            return self._json(status_obj(405, "MethodNotAllowed", "the server does not allow this method on the requested resource"), 405)
+        if (verb, "endpointslices") in self.forbid:
+            return self._json(status_obj(
+                403, "Forbidden",
+                f'endpointslices.discovery.k8s.io is forbidden: User "system:serviceaccount:{ns}:vllm-wrapper" cannot '
+                f'{verb} resource "endpointslices" in API group "discovery.k8s.io" in the namespace "{ns}"'), 403)
+        selector = request.query.get("labelSelector", "")
+        if not watch:
+            with self.lock:
+                items = [copy.deepcopy(o) for (n, _), o in sorted(self.slices.items()) if n == ns and self._selected(o, selector)]
+                rv = str(self._rv)
+            return self._json({"kind": "EndpointSliceList", "apiVersion": "discovery.k8s.io/v1",
+                               "metadata": {"resourceVersion": rv}, "items": items})
+        since = int(request.query.get("resourceVersion") or 0)
+        seconds = float(request.query.get("timeoutSeconds") or 1800)
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        if since and since <= self.compacted:
+            err = status_obj(410, "Expired", f"too old resource version: {since} ({self.compacted + 1})")
+            await resp.write(json.dumps({"type": "ERROR", "object": err}).encode() + b"\n")
+            return resp
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        seen = since
+        generation = self._expired
+        while loop.time() < end and not self._closing:
+            if self._expired != generation:
+                err = status_obj(410, "Expired", f"too old resource version: {seen} ({self.compacted + 1})")
+                await resp.write(json.dumps({"type": "ERROR", "object": err}).encode() + b"\n")
+                return resp
+            with self.lock:
+                new = [(rv, k, copy.deepcopy(o)) for rv, k, o in self.slice_events
+                       if rv > seen and o["metadata"]["namespace"] == ns and self._selected(o, selector)]
+            for rv, kind, obj in new:
+                await resp.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
+                seen = rv
+            await asyncio.sleep(0.02)
+        return resp
 
     # -- HTTP -----------------------------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.Response:
@@ -375,6 +511,7 @@ class FakeAPIServer:
         app.router.add_route("*", base, self._handle)
         app.router.add_route("*", base + "/{sub}", self._handle)
         app.router.add_route("*", "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}", self._handle)
+        app.router.add_route("*", "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices", self._slices_handle)
         started = threading.Event()
 
         def serve() -> None:
@@ -398,7 +535,8 @@ class FakeAPIServer:
 
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._closing = True  # open watches end (they poll this every 20 ms) before the loop stops
+            self._loop.call_soon_threadsafe(lambda: self._loop.call_later(0.1, self._loop.stop))
             self._thread.join(10)
         self._hooks.shutdown(wait=True)
 

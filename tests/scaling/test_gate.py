@@ -297,3 +297,26 @@ async def test_a_model_load_longer_than_the_idle_timeout_is_never_cut_short() ->
     assert sts.replicas == 1  # one idle timeout from "ready", not from "started"
     await run([a, b], clock, 20)
     assert sts.replicas == 0 and len(scales(sts, 0)) == 1
+
+
+async def test_a_wake_brings_back_every_configured_replica() -> None:
+    # vllm.replicas: 2 -> VLLM_K8S_REPLICAS=2; requests are served as soon as the first is ready.
+    clock = FakeClock()
+    sts = FakeStatefulSet(replicas=0, annotation=format_wall(clock.wall() - 3600))
+    sts.auto_ready = False
+    rc = ReplicaClock(clock, 0.0)
+
+    async def fake_sleep(seconds: float) -> None:
+        clock.advance(seconds)
+        await asyncio.sleep(0.001)
+
+    s = Scaler(sts.client("a"), Policy(IDLE, rc), wake_timeout=5.0, metrics=ScalerMetrics(), clock=rc,
+               sleep=fake_sleep, wake_replicas=2)
+    await s.tick()
+    held = asyncio.ensure_future(s.admit())
+    for _ in range(20):
+        await asyncio.sleep(0.002)
+    assert sts.replicas == 2 and len(scales(sts, 2)) == 1 and not held.done()
+    sts.ready = 1
+    await asyncio.wait_for(held, 2)
+    assert s.state == ScaleState.READY

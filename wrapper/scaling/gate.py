@@ -93,8 +93,10 @@ class Scaler:
         max_wake_poll: float = 1800.0,
         clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        wake_replicas: int = 1,
     ) -> None:
         self.api = api
+        self.wake_replicas = wake_replicas  # vllm.replicas: a wake brings them all back
         self.policy = policy
         self.wake_timeout = wake_timeout
         self.metrics = metrics or ScalerMetrics()
@@ -332,13 +334,13 @@ class Scaler:
                     if not self.policy.needs_wake(obs):
                         break
                     try:
-                        await self.api.scale(1, obs.resource_version)
+                        await self.api.scale(self.wake_replicas, obs.resource_version)
                     except Conflict:
                         obs = await self.api.read()
                         self._observe(obs)
                         continue
                     self.metrics.wakes.inc()
-                    log.info("woke vLLM: scaled to 1 replica", extra={"statefulset": getattr(self.api, "name", None)})
+                    log.info("woke vLLM", extra={"statefulset": getattr(self.api, "name", None), "replicas": self.wake_replicas})
                     break
                 scaled = True
                 continue

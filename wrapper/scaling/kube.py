@@ -104,45 +104,39 @@ def in_cluster_url() -> str | None:
     return f"https://{host}:{port}"
 
 
-class StatefulSetClient:
-    """:class:`StatefulSetAPI` over HTTP to the API server."""
+class APIClient:
+    """The plumbing every call to the API server shares: the in-cluster URL, the service-account
+    token (re-read every minute) and CA, one small aiohttp session, ``Status`` errors."""
 
     def __init__(
         self,
         namespace: str | None,
-        name: str,
-        annotation: str,
         *,
-        lease: str | None = None,
         api_url: str | None = None,
         sa_dir: Path = SA_DIR,
         timeout: float = 5.0,
+        missing_namespace: str = "VLLM_K8S_NAMESPACE is unset and no service-account namespace file",
     ) -> None:
         self.sa_dir = Path(sa_dir)
         if namespace is None:
             try:
                 namespace = (self.sa_dir / "namespace").read_text().strip()
             except OSError:
-                raise KubeError(0, "NoNamespace", "VLLM_K8S_NAMESPACE is unset and no service-account namespace file") from None
+                raise KubeError(0, "NoNamespace", missing_namespace) from None
         base = api_url or in_cluster_url()
         if not base:
             raise KubeError(0, "NoAPIServer", "not in a cluster: KUBERNETES_SERVICE_HOST is unset and no API URL given")
         self.namespace = namespace
-        self.name = name
-        self.annotation = annotation
-        self.lease = lease or lease_name(name)
-        self.url = f"{base.rstrip('/')}/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}"
-        self.lease_url = f"{base.rstrip('/')}/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{self.lease}"
+        self.api = base.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._token: str | None = None
         self._token_read = -1e18
         self._ssl: ssl.SSLContext | bool | None = None
-        if self.url.startswith("https://"):
+        if self.api.startswith("https://"):
             ca = self.sa_dir / "ca.crt"
             self._ssl = ssl.create_default_context(cafile=str(ca)) if ca.exists() else True
         self._session: aiohttp.ClientSession | None = None
 
-    # -- plumbing ----------------------------------------------------------------------------
     def _session_(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
@@ -167,9 +161,12 @@ class StatefulSetClient:
             h["Content-Type"] = content_type
         return h
 
-    async def _call(self, method: str, url: str, body: dict | None = None) -> dict[str, Any]:
+    async def _call(
+        self, method: str, url: str, body: dict | None = None, params: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         data = orjson.dumps(body) if body is not None else None
-        params = {"fieldManager": FIELD_MANAGER} if method == "PATCH" else None
+        if method == "PATCH":
+            params = {**(params or {}), "fieldManager": FIELD_MANAGER}
         try:
             async with self._session_().request(
                 method, url, data=data, params=params, headers=self._headers(MERGE_PATCH if data else None)
@@ -186,11 +183,42 @@ class StatefulSetClient:
             obj = {}
         if 200 <= status < 300:
             return obj
-        # Errors come as a `Status` object: {"kind": "Status", "reason", "message", "code"}.
-        reason = str(obj.get("reason") or "HTTP")
-        message = str(obj.get("message") or raw[:200].decode("utf-8", "replace") or f"HTTP {status}")
-        cls = Conflict if status == 409 else KubeError
-        raise cls(status, reason, message)
+        raise status_error(status, obj, raw)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def status_error(status: int, obj: dict[str, Any], raw: bytes = b"") -> KubeError:
+    """An error answer -- a ``Status`` object: {"kind": "Status", "reason", "message", "code"}."""
+    reason = str(obj.get("reason") or "HTTP")
+    message = str(obj.get("message") or raw[:200].decode("utf-8", "replace") or f"HTTP {status}")
+    cls = Conflict if status == 409 else KubeError
+    return cls(status, reason, message)
+
+
+class StatefulSetClient(APIClient):
+    """:class:`StatefulSetAPI` over HTTP to the API server."""
+
+    def __init__(
+        self,
+        namespace: str | None,
+        name: str,
+        annotation: str,
+        *,
+        lease: str | None = None,
+        api_url: str | None = None,
+        sa_dir: Path = SA_DIR,
+        timeout: float = 5.0,
+    ) -> None:
+        super().__init__(namespace, api_url=api_url, sa_dir=sa_dir, timeout=timeout)
+        self.name = name
+        self.annotation = annotation
+        self.lease = lease or lease_name(name)
+        self.url = f"{self.api}/apis/apps/v1/namespaces/{self.namespace}/statefulsets/{name}"
+        self.lease_url = f"{self.api}/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/{self.lease}"
 
     # -- the seam ----------------------------------------------------------------------------
     async def read(self) -> Observation:
@@ -213,10 +241,8 @@ class StatefulSetClient:
         obj = await self._call("PATCH", self.url + "/scale", body)
         return int((obj.get("spec") or {}).get("replicas", replicas))
 
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
-
-__all__ = ["Conflict", "FIELD_MANAGER", "KubeError", "MERGE_PATCH", "StatefulSetAPI", "StatefulSetClient", "lease_name", "observation"]
+__all__ = [
+    "APIClient", "Conflict", "FIELD_MANAGER", "KubeError", "MERGE_PATCH", "StatefulSetAPI", "StatefulSetClient",
+    "lease_name", "observation", "status_error",
+]
