@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ class Proc:
         env: dict[str, str] | None = None,
         ready: str = "/health",
         cwd: Path = REPO,
+        nofile: int | None = None,
     ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -37,7 +39,11 @@ class Proc:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
         full_env.update(env or {})
         full_env.setdefault("PYTHONUNBUFFERED", "1")
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+        # nofile: the process's RLIMIT_NOFILE, soft and hard (as `ulimit -n N` would set it).
+        limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
+        self.proc = subprocess.Popen(
+            cmd, cwd=cwd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=limit
+        )
         deadline = time.monotonic() + 60  # generous: the CI box may be very busy
         while True:
             if self.proc.poll() is not None:
@@ -93,9 +99,9 @@ class FaultUpstream(Proc):
 class Wrapper(Proc):
     """``python -m wrapper`` with the given ``VLLM_*`` settings."""
 
-    def __init__(self, base_url: str, **settings: object) -> None:
+    def __init__(self, base_url: str, nofile: int | None = None, **settings: object) -> None:
         port = free_port()
         env = {"VLLM_BASE_URL": base_url, "VLLM_WRAPPER_HOST": "127.0.0.1", "VLLM_WRAPPER_PORT": str(port)}
         env.update({f"VLLM_{k.upper()}": str(v) for k, v in settings.items() if v is not None})
-        super().__init__([sys.executable, "-m", "wrapper"], port, env=env, ready="/metrics")
+        super().__init__([sys.executable, "-m", "wrapper"], port, env=env, ready="/metrics", nofile=nofile)
         self.base_url = self.url + "/v1"
