@@ -12,7 +12,7 @@ import hashlib
 import math
 import time
 from collections import OrderedDict
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
 from .errors import APIError
@@ -210,20 +210,25 @@ class RateLimiter:
         if requests is not None:
             requests.level -= 1.0
 
-    def start_usage(self, body: bytes) -> object | None:
-        """Begin recording the current request's usage; returns what ``charge`` needs."""
+    def start_usage(self, body: bytes) -> Charge | None:
+        """Begin recording the current request's usage; ``charge`` it when the request ends."""
         if self.tpm is None:
             return None
         ledger = Usage(len(body) // 4)
-        return ledger, _usage.set(ledger)
+        return Charge(ledger, _usage.set(ledger))
 
-    def charge(self, who: bytes, started: object | None) -> None:
+    def charge(self, who: bytes, started: Charge | None) -> None:
         if started is None:
             return
-        ledger, reset_token = started  # type: ignore[misc]
-        _usage.reset(reset_token)
+        _usage.reset(started.reset)
         now = time.monotonic()
         _, tokens = self._buckets(who, now)
         if tokens is not None:
             tokens.refill(now)
-            tokens.level -= ledger.tokens
+            tokens.level -= started.ledger.tokens
+
+
+@dataclass(slots=True)
+class Charge:
+    ledger: Usage
+    reset: Token[Usage | None]

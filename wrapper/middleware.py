@@ -10,7 +10,6 @@ import logging
 import os
 import re
 import time
-
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -18,9 +17,9 @@ from starlette.responses import Response
 
 from .auth import BearerAuth, is_open
 from .errors import APIError, error_body
+from .limits import RateLimiter
 from .logs import AccessLog
 from .metrics import Metrics
-from .limits import RateLimiter
 
 access_log = AccessLog()
 log = logging.getLogger("wrapper")
@@ -95,7 +94,6 @@ class GatewayMiddleware:
         state["trusted"] = trusted  # / and /health show internal details only to key holders
         status = 500
         started = False
-        charge = None
 
         async def send_(message) -> None:
             nonlocal status, started
@@ -145,20 +143,21 @@ class GatewayMiddleware:
                 except APIError as exc:
                     await reply(exc)
                     return
-                who = None
-                if self.limiter is not None:
-                    who = self.limiter.caller(authorization, scope.get("client"))
+                limiter = self.limiter
+                if limiter is None:
+                    await self._dispatch(scope, receive, send_, path, raw, rid_s)
+                else:
+                    who = limiter.caller(authorization, scope.get("client"))
                     try:
-                        self.limiter.admit(who)
+                        limiter.admit(who)
                     except APIError as exc:
                         await reply(exc)
                         return
-                    charge = self.limiter.start_usage(raw)
-                try:
-                    await self._dispatch(scope, receive, send_, path, raw, rid_s)
-                finally:
-                    if charge is not None:
-                        self.limiter.charge(who, charge)  # type: ignore[union-attr]
+                    charge = limiter.start_usage(raw)
+                    try:
+                        await self._dispatch(scope, receive, send_, path, raw, rid_s)
+                    finally:
+                        limiter.charge(who, charge)
                 if state.get("client_gone"):
                     status = 499
             else:

@@ -9,8 +9,8 @@ from starlette.responses import Response
 from . import __version__
 from .chat import ChatRelay, ChatRequest, ChatResponse, simple_answer, upstream_body
 from .errors import APIError
-from .metrics import Metrics
 from .limits import Caps
+from .metrics import Metrics
 from .proxy import Proxy, upstream_error
 from .settings import Settings
 from .streaming import UpstreamStream

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+
 import aiohttp
 import orjson
 from starlette.responses import Response

@@ -82,10 +82,6 @@ class Upstream:
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),  # no cookies from the model server: skip the jar work
         )
-        # Known state before the first request (each bounded by VLLM_HEALTH_TIMEOUT): /health
-        # then answers from a real probe, and the model name is at hand.
-        if await self.probe() and self.settings.model is None:
-            await self.served_model()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -234,12 +230,17 @@ class Upstream:
         return self._served_model
 
     async def available(self) -> bool:
-        """The last known answer of vLLM's ``/health``, at once (never waits for a probe).
+        """The last known answer of vLLM's ``/health``, at once.
 
         A result older than ``VLLM_HEALTH_CACHE_SECONDS`` starts a probe in the background
-        (one at a time); a request that could not reach the server marks it unavailable.
+        (one at a time); a request that could not reach the server marks it unavailable. Only
+        the very first call, with nothing known yet, waits for a probe (within
+        ``VLLM_HEALTH_TIMEOUT``). Nothing is probed at start-up: on Modal a probe would start
+        a GPU container.
         """
         stamp, ok = self._health
+        if stamp == 0.0:
+            return await self.probe()
         if time.monotonic() - stamp >= self.settings.health_cache_seconds:
             self._refresh_health()
         return ok

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.ports import free_port
 
@@ -105,3 +106,11 @@ class Wrapper(Proc):
         env.update({f"VLLM_{k.upper()}": str(v) for k, v in settings.items() if v is not None})
         super().__init__([sys.executable, "-m", "wrapper"], port, env=env, ready="/metrics", nofile=nofile)
         self.base_url = self.url + "/v1"
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of the wrapper's /metrics (0 when the series is absent)."""
+        for family in text_string_to_metric_families(httpx.get(self.url + "/metrics").text):
+            for s in family.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    return s.value
+        return 0.0

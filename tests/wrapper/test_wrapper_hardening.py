@@ -13,7 +13,6 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.wrapper._wrapper_servers import REPO, Wrapper
 from tests.wrapper.conftest import FAST
@@ -25,13 +24,7 @@ PARTIAL_HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: 
 
 
 def sample(w: Wrapper, name: str, **labels: str) -> float:
-    """One sample of the wrapper's /metrics (0 when the series is absent)."""
-    text = httpx.get(w.url + "/metrics").text
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return 0.0
+    return w.metric(name, **labels)
 
 
 def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
@@ -316,7 +309,9 @@ def test_bad_limit_settings_stop_the_start_with_one_line(var, value):
 def test_health_answers_at_once_while_a_probe_hangs(fault_upstream, faults):
     w = Wrapper(fault_upstream.base_url, api_key=UPSTREAM_KEY, **{**FAST, "health_timeout": 30})
     try:
-        faults.reset(health_delay=60)
+        faults.reset()
+        assert httpx.get(w.url + "/health").json()["vllm_available"] is True  # the first waits for a probe
+        faults.control(health_delay=60)
         checks = faults.stats()["health_checks"]
         httpx.get(w.url + "/health", timeout=5)  # starts a background probe, which now hangs
         wait_for(lambda: faults.stats()["health_checks"] > checks, what="the background probe")
@@ -397,7 +392,7 @@ def test_two_authorization_headers_are_a_400(fault_upstream, faults):
 @pytest.mark.parametrize("path", ["/chat", "/v1/chat/completions", "/v1/completions"])
 @pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", None])
 def test_post_routes_require_application_json(fault_wrapper, faults, path, ctype):
-    # vLLM answers a non-JSON Content-Type 400 too (vllm/entrypoints/utils.py validate_json_request,
+    # vLLM answers a non-JSON Content-Type 400 too (vLLM 0.32 vllm/entrypoints/serve/utils/api_utils.py validate_json_request,
     # RequestValidationError -> 400), and text/plain is what a page may send without a CORS preflight.
     body = b'{"messages": [{"role": "user", "content": "hi"}], "prompt": "hi"}'
     headers = {"Content-Type": ctype} if ctype else {}
