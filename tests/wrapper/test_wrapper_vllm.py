@@ -212,6 +212,10 @@ def test_client_disconnect_cancels_generation(slow_vllm, slow_vllm_wrapper, path
     generated = slow_vllm.metrics().get("vllm:generation_tokens_total", 0.0) - before
     assert generated < 300, generated  # 1500 would take ~40 s; it stopped within moments
     # Counted as the client closing the request (499), not as a 200.
+    deadline = time.monotonic() + 10
+    while slow_vllm_wrapper.metric("vllm_wrapper_requests_total", route=path, method="POST", status="499") == left:
+        assert time.monotonic() < deadline, "the stream the client left was not counted as 499"
+        time.sleep(0.05)
     assert slow_vllm_wrapper.metric("vllm_wrapper_requests_total", route=path, method="POST", status="499") == left + 1
 
 
