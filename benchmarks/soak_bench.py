@@ -51,9 +51,10 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
 
 
-async def soak(base: str, key: str | None, streams: int, seconds: float, rss_pid: int | None) -> dict:
+async def soak(base: str, key: str | None, streams: int, seconds: float, rss_pid: int | None,
+               model: str = "tiny") -> dict:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    body = {"model": "tiny", "messages": MSG, "max_tokens": 64, "temperature": 0, "ignore_eos": True,
+    body = {"model": model, "messages": MSG, "max_tokens": 64, "temperature": 0, "ignore_eos": True,
             "stream": True}
     ttft: list[float] = []
     done = errors = 0
@@ -128,6 +129,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vllm-url", help="use a running vLLM (base URL ending in /v1) instead of starting one")
     ap.add_argument("--vllm-key")
+    ap.add_argument("--model", default="tiny", help="the served model name (with --vllm-url)")
     ap.add_argument("--streams", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--slow", type=int, default=3000, help="slow connections held open in phase 3")
@@ -148,8 +150,8 @@ def main() -> None:
         wrappers.append(w)
         print(f"{a.streams} concurrent streams for {a.seconds:g} s per phase; load average {os.getloadavg()}",
               flush=True)
-        report("through the wrapper", asyncio.run(soak(w.base_url, None, a.streams, a.seconds, w.pid)))
-        report("directly against vLLM", asyncio.run(soak(vbase, vkey, a.streams, a.seconds, None)))
+        report("through the wrapper", asyncio.run(soak(w.base_url, None, a.streams, a.seconds, w.pid, a.model)))
+        report("directly against vLLM", asyncio.run(soak(vbase, vkey, a.streams, a.seconds, None, a.model)))
         slow_w = Wrapper(vbase, api_key=vkey, timeout=60, header_timeout=3600)
         wrappers.append(slow_w)
         rss_before = rss_mb(slow_w.pid)
@@ -158,7 +160,7 @@ def main() -> None:
               flush=True)
         try:
             report(f"wrapper + {a.slow} slow connections",
-                   asyncio.run(soak(slow_w.base_url, None, a.streams, a.seconds, slow_w.pid)))
+                   asyncio.run(soak(slow_w.base_url, None, a.streams, a.seconds, slow_w.pid, a.model)))
             still_open = sum(1 for s in socks if _open(s))
             print(f"slow connections still open at the end: {still_open}/{a.slow}")
         finally:
