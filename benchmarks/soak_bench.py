@@ -175,9 +175,10 @@ def main() -> None:
 
 
 def _open(s: socket.socket) -> bool:
+    s.setblocking(False)  # a socket with a timeout would first wait that long for data
     try:
-        return s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
-    except (BlockingIOError, TimeoutError):
+        return s.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:  # nothing to read: still open
         return True
     except OSError:
         return False
