@@ -1,4 +1,4 @@
-"""``vllm-wrapper`` / ``python -m wrapper``: run the wrapper with uvicorn (uvloop + httptools)."""
+"""``vllm-wrapper`` / ``python -m wrapper``: run the wrapper with uvicorn (see ``wrapper.server``)."""
 
 from __future__ import annotations
 
@@ -17,26 +17,18 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from .logs import setup_logging
+    from .server import install_guard, uvicorn_options
 
     setup_logging(settings.log_level)
-    config = dict(
-        host=settings.wrapper_host,
-        port=settings.wrapper_port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_config=None,
-        log_level=settings.log_level.lower(),
-        server_header=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=5,
-    )
-    if settings.workers > 1:
-        uvicorn.run("wrapper.asgi:app", workers=settings.workers, **config)
+    options = uvicorn_options(settings)
+    if settings.workers > 1:  # each worker installs its own guard (wrapper/asgi.py)
+        uvicorn.run("wrapper.asgi:app", workers=settings.workers, **options)
     else:
         from .app import create_app
 
-        uvicorn.run(create_app(settings), **config)
+        app = create_app(settings)
+        install_guard(settings, app.metrics.registry)
+        uvicorn.run(app, **options)
     return 0
 
 

@@ -12,7 +12,9 @@ from starlette.responses import Response
 
 from . import __version__
 from .auth import BearerAuth
+from .docs import add_docs
 from .errors import APIError
+from .limits import RateLimiter
 from .metrics import Metrics
 from .middleware import GatewayMiddleware
 from .proxy import Proxy
@@ -44,7 +46,7 @@ def create_app(settings: Settings | None = None) -> GatewayMiddleware:
         def busy() -> bool:  # a long stream counts as activity until it ends
             return (metrics.registry.get_sample_value("vllm_wrapper_streams_in_flight") or 0) > 0
 
-        scaler = build_scaler(settings, metrics.registry, probe=upstream.available, busy=busy)
+        scaler = build_scaler(settings, metrics.registry, probe=upstream.probe, busy=busy)
         upstream.gate = scaler.admit
 
     @asynccontextmanager
@@ -64,7 +66,10 @@ def create_app(settings: Settings | None = None) -> GatewayMiddleware:
         version=__version__,
         description="OpenAI-compatible gateway in front of vLLM. Errors are OpenAI-shaped.",
         lifespan=lifespan,
+        docs_url=None,  # served by add_docs, from local files
+        redoc_url=None,  # ReDoc would need a CDN; /docs covers it
     )
+    add_docs(app)
     app.state.settings = settings
     app.state.upstream = upstream
     app.state.metrics = metrics
@@ -102,6 +107,8 @@ def create_app(settings: Settings | None = None) -> GatewayMiddleware:
         metrics=metrics,
         auth=BearerAuth(settings.wrapper_api_key),
         max_body_bytes=settings.max_body_bytes,
+        body_timeout=settings.body_timeout,
+        limiter=RateLimiter.from_settings(settings),
         fast_routes={
             "/v1/chat/completions": proxy.chat_completions,
             "/v1/completions": proxy.completions,

@@ -7,7 +7,12 @@ import hmac
 from pydantic import SecretStr
 
 # Paths that never need the key: probes, scraping, service info and the API docs.
-OPEN_PATHS = frozenset({"/health", "/metrics", "/", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+OPEN_PATHS = frozenset({"/health", "/metrics", "/", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+DOCS_ASSETS = "/docs/assets/"  # Swagger UI's own files, served by the wrapper (wrapper/docs.py)
+
+
+def is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(DOCS_ASSETS)
 
 
 class BearerAuth:
@@ -18,8 +23,9 @@ class BearerAuth:
     def enabled(self) -> bool:
         return self._key is not None
 
-    def allowed(self, path: str, authorization: bytes | None) -> bool:
-        if self._key is None or path in OPEN_PATHS:
+    def check(self, authorization: bytes | None) -> bool:
+        """Whether ``authorization`` is ``Bearer <key>`` (always true when no key is set)."""
+        if self._key is None:
             return True
         if not authorization:
             return False
@@ -27,3 +33,6 @@ class BearerAuth:
         if scheme.lower() != b"bearer":
             return False
         return hmac.compare_digest(token.strip(), self._key)
+
+    def allowed(self, path: str, authorization: bytes | None) -> bool:
+        return is_open(path) or self.check(authorization)

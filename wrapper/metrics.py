@@ -12,6 +12,8 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from .limits import note_usage
+
 disable_created_metrics()  # no *_created series: less noise, less work per scrape
 
 # Paths with their own label; anything else is "other" (keeps label cardinality bounded).
@@ -72,6 +74,7 @@ class Metrics:
     def count_usage(self, route: str, usage: object) -> None:
         if not isinstance(usage, dict):
             return
+        note_usage(usage)  # the caller's token bucket, when token rate limits are on
         for kind in ("prompt_tokens", "completion_tokens"):
             n = usage.get(kind)
             if isinstance(n, int) and n > 0:

@@ -1,4 +1,4 @@
-"""One pure-ASGI middleware: request id, auth, body-size limit, metrics and the access log.
+"""One pure-ASGI middleware: request id, auth, body limits and rate limits, metrics, the access log.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) because it sits on every request's hot path.
 """
@@ -10,17 +10,16 @@ import logging
 import os
 import re
 import time
-
 from collections.abc import Awaitable, Callable
 
 import orjson
 from starlette.responses import Response
 
-from .auth import BearerAuth
+from .auth import BearerAuth, is_open
 from .errors import APIError, error_body
+from .limits import RateLimiter
 from .logs import AccessLog
 from .metrics import Metrics
-from .proxy import read_body
 
 access_log = AccessLog()
 log = logging.getLogger("wrapper")
@@ -32,6 +31,21 @@ def _new_request_id() -> bytes:
     return os.urandom(12).hex().encode()
 
 
+# POST routes whose body is JSON: read here (size limit, VLLM_BODY_TIMEOUT) before dispatch.
+JSON_ROUTES = frozenset({"/chat", "/v1/chat/completions", "/v1/completions"})
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    if not content_type:
+        return False
+    media = content_type.partition(b";")[0].strip().lower()
+    return media == b"application/json"
+
+
 class GatewayMiddleware:
     def __init__(
         self,
@@ -40,6 +54,8 @@ class GatewayMiddleware:
         metrics: Metrics,
         auth: BearerAuth,
         max_body_bytes: int,
+        body_timeout: float = 60.0,
+        limiter: RateLimiter | None = None,
         fast_routes: dict[str, Callable[[bytes, str], Awaitable[Response]]] | None = None,
     ) -> None:
         self.app = app
@@ -47,26 +63,35 @@ class GatewayMiddleware:
         self.metrics = metrics
         self.auth = auth
         self.max_body = max_body_bytes
+        self.body_timeout = body_timeout
+        self.limiter = limiter
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        rid = authorization = length = None
+        rid = authorization = length = content_type = None
+        n_auth = 0
         for k, v in scope["headers"]:
             if k == b"x-request-id":
                 rid = v
             elif k == b"authorization":
                 authorization = v
+                n_auth += 1
             elif k == b"content-length":
                 length = v
+            elif k == b"content-type":
+                content_type = v
         if rid is None or not _RID_OK.match(rid):
             rid = _new_request_id()
         rid_s = rid.decode()
-        scope.setdefault("state", {})["request_id"] = rid_s
         path: str = scope["path"]
         method: str = scope["method"]
+        trusted = not self.auth.enabled or (n_auth == 1 and self.auth.check(authorization))
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid_s
+        state["trusted"] = trusted  # / and /health show internal details only to key holders
         status = 500
         started = False
 
@@ -86,7 +111,10 @@ class GatewayMiddleware:
             await send_({"type": "http.response.body", "body": body})
 
         try:
-            if not self.auth.allowed(path, authorization):
+            if n_auth > 1:
+                await reply(APIError(400, "more than one Authorization header; send exactly one",
+                                     param="Authorization", code="ambiguous_request"))
+            elif not trusted and not is_open(path):
                 await reply(
                     APIError(
                         401,
@@ -97,20 +125,43 @@ class GatewayMiddleware:
                 )
             elif length is not None and (not length.isdigit() or int(length) > self.max_body):
                 await reply(self._too_large() if length.isdigit() else APIError(400, "invalid Content-Length"))
-            elif method == "POST" and path in self.fast:
-                # Hot path: the OpenAI pass-through routes skip FastAPI's routing and
-                # dependency machinery (their schema is still declared on the FastAPI app).
+            elif method == "POST" and path in JSON_ROUTES:
+                if not _is_json(content_type):
+                    got = content_type.decode("latin-1")[:100] if content_type else "none"
+                    await reply(APIError(
+                        400,
+                        f"Content-Type must be application/json (got {got!r}); send the body as JSON",
+                        param="Content-Type",
+                        code="unsupported_media_type",
+                    ))
+                    return
                 try:
-                    raw = await read_body(receive, self.max_body)
-                    response = await self._until_disconnect(self.fast[path](raw, rid_s), receive)
-                except APIError as exc:
-                    response = exc.response()
-                if response is None:  # the client left: the upstream call was cancelled
+                    raw = await self._read_body(receive)
+                except ClientGone:
                     status = 499
                     return
-                await response(scope, receive, send_)
+                except APIError as exc:
+                    await reply(exc)
+                    return
+                limiter = self.limiter
+                if limiter is None:
+                    await self._dispatch(scope, receive, send_, path, raw, rid_s)
+                else:
+                    who = limiter.caller(authorization, scope.get("client"))
+                    try:
+                        limiter.admit(who)
+                    except APIError as exc:
+                        await reply(exc)
+                        return
+                    charge = limiter.start_usage(raw)
+                    try:
+                        await self._dispatch(scope, receive, send_, path, raw, rid_s)
+                    finally:
+                        limiter.charge(who, charge)
+                if state.get("client_gone"):
+                    status = 499
             else:
-                await self.app(scope, self._limited(receive) if length is None else receive, send_)
+                await self.app(scope, receive, send_)
         except Exception:  # a bug: answer in the OpenAI shape, never a stack trace to the client
             log.exception("unhandled error", extra={"request_id": rid_s, "path": path})
             if not started:
@@ -120,6 +171,35 @@ class GatewayMiddleware:
             self.metrics.observe(path, method, status, elapsed)
             if access_log.enabled():
                 access_log.write(rid_s, method, path, status, round(elapsed * 1000, 3))
+
+    async def _dispatch(self, scope, receive, send, path: str, raw: bytes, rid: str) -> None:
+        route = self.fast.get(path)
+        if route is None:  # /chat: FastAPI validates the body we already read
+            await self.app(scope, _replay(raw, receive), send)
+            return
+        # Hot path: the OpenAI pass-through routes skip FastAPI's routing and dependency
+        # machinery (their schema is still declared on the FastAPI app).
+        try:
+            response = await self._until_disconnect(route(raw, rid), receive)
+        except APIError as exc:
+            response = exc.response()
+        if response is None:  # the client left: the upstream call was cancelled
+            scope["state"]["client_gone"] = True
+            return
+        await response(scope, receive, send)
+
+    async def _read_body(self, receive) -> bytes:
+        """The whole body, within ``VLLM_MAX_BODY_BYTES`` (413) and ``VLLM_BODY_TIMEOUT`` (408)."""
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await read_body(receive, self.max_body)
+        except TimeoutError:
+            raise APIError(
+                408,
+                f"request body not received within {self.body_timeout:g} s",
+                code="request_timeout",
+                headers={"Connection": "close"},
+            ) from None
 
     @staticmethod
     async def _until_disconnect(call: Awaitable[Response], receive) -> Response | None:
@@ -152,21 +232,38 @@ class GatewayMiddleware:
     def _too_large(self) -> APIError:
         return APIError(413, f"request body larger than {self.max_body} bytes", code="request_too_large")
 
-    def _limited(self, receive):
-        """For bodies without Content-Length (chunked): stop reading past the limit."""
-        seen = 0
-        limit = self.max_body
 
-        async def receive_():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise self._too_large()
-            return message
+def _replay(body: bytes, receive):
+    """A ``receive`` that gives the body already read, then the client's own messages."""
+    sent = False
 
-        return receive_
+    async def receive_():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return receive_
 
 
-__all__ = ["GatewayMiddleware", "error_body"]
+async def read_body(receive, limit: int) -> bytes:
+    """Read the request body straight from the ASGI ``receive`` (no Request object)."""
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect
+            raise ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise APIError(413, f"request body larger than {limit} bytes", code="request_too_large",
+                               headers={"Connection": "close"})
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+__all__ = ["GatewayMiddleware", "error_body", "read_body"]

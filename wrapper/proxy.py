@@ -7,29 +7,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .errors import APIError, normalize_error
+from .limits import Caps
 from .metrics import Metrics
 from .routing.prefix import chat_key, completion_key
 from .settings import Settings
 from .streaming import Relay, UpstreamStream
 from .upstream import DEFAULT_RETRY_AFTER, Upstream, read_and_close
-
-
-async def read_body(receive, limit: int) -> bytes:
-    """Read the request body straight from the ASGI ``receive`` (no Request object)."""
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # http.disconnect
-            raise APIError(400, "client disconnected while sending the body")
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise APIError(413, f"request body larger than {limit} bytes", code="request_too_large")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def parse_object(raw: bytes) -> dict:
@@ -67,6 +50,7 @@ class Proxy:
         self.settings = settings
         self.upstream = upstream
         self.metrics = metrics
+        self.caps = Caps.from_settings(settings)
 
     async def default_model(self) -> str | None:
         return self.settings.model or await self.upstream.served_model()
@@ -84,6 +68,7 @@ class Proxy:
             raise APIError(400, f"'{required}' is required", param=required)
         if required == "messages" and (not isinstance(obj["messages"], list) or not obj["messages"]):
             raise APIError(400, "'messages' must be a non-empty array", param="messages")
+        self.caps.check(obj, required)
         stream = obj.get("stream")
         if stream is not None and not isinstance(stream, bool):
             raise APIError(400, "'stream' must be a boolean", param="stream")

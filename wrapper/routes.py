@@ -9,8 +9,9 @@ from starlette.responses import Response
 from . import __version__
 from .chat import ChatRelay, ChatRequest, ChatResponse, simple_answer, upstream_body
 from .errors import APIError
+from .limits import Caps
 from .metrics import Metrics
-from .proxy import Proxy, read_body, upstream_error
+from .proxy import Proxy, upstream_error
 from .routing.prefix import chat_key
 from .settings import Settings
 from .streaming import UpstreamStream
@@ -38,7 +39,7 @@ _ERROR = {
         }
     },
 }
-_ERRORS = {s: _ERROR for s in (400, 401, 404, 413, 502, 503, 504)}
+_ERRORS = {s: _ERROR for s in (400, 401, 404, 408, 413, 429, 502, 503, 504)}
 
 _MESSAGE = {
     "type": "object",
@@ -54,7 +55,7 @@ _SAMPLING = {
     "max_tokens": {"type": "integer", "minimum": 1},
     "temperature": {"type": "number", "minimum": 0, "maximum": 2},
     "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-    "n": {"type": "integer", "minimum": 1, "maximum": 4},
+    "n": {"type": "integer", "minimum": 1},
     "seed": {"type": "integer"},
     "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
     "stream": {"type": "boolean"},
@@ -66,61 +67,81 @@ def _body(schema: dict) -> dict:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-CHAT_COMPLETIONS_BODY = _body(
-    {
-        "type": "object",
-        "required": ["messages"],
-        "properties": {
-            "messages": {"type": "array", "items": _MESSAGE, "minItems": 1},
-            **_SAMPLING,
-            "tools": {"type": "array", "items": {"type": "object"}},
-            "tool_choice": {},
-            "response_format": {"type": "object"},
-        },
-        "additionalProperties": True,
-    }
-)
-COMPLETIONS_BODY = _body(
-    {
-        "type": "object",
-        "required": ["prompt"],
-        "properties": {
-            "prompt": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-            **_SAMPLING,
-            "echo": {"type": "boolean"},
-        },
-        "additionalProperties": True,
-    }
-)
+def _sampling(caps: Caps) -> dict:
+    """The sampling fields, with the caps this wrapper enforces (``wrapper.limits``)."""
+    out = dict(_SAMPLING)
+    if caps.max_n is not None:
+        out["n"] = {"type": "integer", "minimum": 1, "maximum": caps.max_n}
+    if caps.max_tokens is not None:
+        out["max_tokens"] = {"type": "integer", "minimum": 1, "maximum": caps.max_tokens}
+    return out
+
+
+def chat_completions_body(caps: Caps) -> dict:
+    return _body(
+        {
+            "type": "object",
+            "required": ["messages"],
+            "properties": {
+                "messages": {"type": "array", "items": _MESSAGE, "minItems": 1},
+                **_sampling(caps),
+                "tools": {"type": "array", "items": {"type": "object"}},
+                "tool_choice": {},
+                "response_format": {"type": "object"},
+            },
+            "additionalProperties": True,
+        }
+    )
+
+
+def completions_body(caps: Caps) -> dict:
+    return _body(
+        {
+            "type": "object",
+            "required": ["prompt"],
+            "properties": {
+                "prompt": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                **_sampling(caps),
+                "echo": {"type": "boolean"},
+            },
+            "additionalProperties": True,
+        }
+    )
+
+
 _SSE = {"text/event-stream": {"schema": {"type": "string"}}}
+
+
+async def _served_by_the_gateway() -> Response:  # pragma: no cover - never reached
+    raise RuntimeError("served by GatewayMiddleware's fast path")
 
 
 def build_router(settings: Settings, upstream: Upstream, metrics: Metrics, proxy: Proxy) -> APIRouter:
     router = APIRouter()
+    caps = Caps.from_settings(settings)
+    # /chat's default never exceeds the cap on max_tokens (an explicit larger one is refused).
+    default_max_tokens = min(settings.default_max_tokens, caps.max_tokens or settings.default_max_tokens)
 
-    @router.post(
+    # The two pass-through routes are served by GatewayMiddleware's fast path (it never hands
+    # them to FastAPI); they are declared here for the schema only.
+    router.add_api_route(
         "/v1/chat/completions",
+        _served_by_the_gateway,
+        methods=["POST"],
         tags=["openai"],
         summary="OpenAI chat completions (pass-through, streamed or not)",
-        openapi_extra=CHAT_COMPLETIONS_BODY,
+        openapi_extra=chat_completions_body(caps),
         responses={200: {"content": {"application/json": {}, **_SSE}}, **_ERRORS},
     )
-    async def chat_completions(request: Request) -> Response:
-        # Normally served by the middleware's fast path (see GatewayMiddleware); kept for the
-        # schema and as a fallback.
-        raw = await read_body(request.receive, settings.max_body_bytes)
-        return await proxy.chat_completions(raw, request.scope["state"].get("request_id"))
-
-    @router.post(
+    router.add_api_route(
         "/v1/completions",
+        _served_by_the_gateway,
+        methods=["POST"],
         tags=["openai"],
         summary="OpenAI completions (pass-through, streamed or not)",
-        openapi_extra=COMPLETIONS_BODY,
+        openapi_extra=completions_body(caps),
         responses={200: {"content": {"application/json": {}, **_SSE}}, **_ERRORS},
     )
-    async def completions(request: Request) -> Response:
-        raw = await read_body(request.receive, settings.max_body_bytes)
-        return await proxy.completions(raw, request.scope["state"].get("request_id"))
 
     @router.get("/v1/models", tags=["openai"], summary="Models served", responses=_ERRORS)
     async def models(request: Request) -> Response:
@@ -141,7 +162,8 @@ def build_router(settings: Settings, upstream: Upstream, metrics: Metrics, proxy
         rid = request.scope["state"].get("request_id")
         model = body.model or await proxy.default_model()
         defaulted = body.max_tokens is None
-        payload = upstream_body(body, model, settings.default_max_tokens, settings.default_temperature)
+        payload = upstream_body(body, model, default_max_tokens, settings.default_temperature)
+        caps.check(payload, "messages")
         key = chat_key(payload["messages"], settings.routing_prefix_chars) if upstream.keyed else None
         for attempt in (0, 1):
             raw = orjson.dumps(payload)
@@ -164,17 +186,18 @@ def build_router(settings: Settings, upstream: Upstream, metrics: Metrics, proxy
             break
         return upstream_error(status, data, retry_after)
 
-    @router.get("/health", tags=["service"], summary="Wrapper and model-server health (always fast)")
+    @router.get("/health", tags=["service"], summary="Wrapper and model-server health (never waits on vLLM)")
     async def health(request: Request) -> dict:
         scaler = getattr(request.app.state, "scaler", None)
         asleep = scaler is not None and scaler.state.value == "scaled_to_zero"
         ok = False if asleep else await upstream.available()
-        model = settings.model or (await upstream.served_model() if ok else None)
+        model = settings.model or (upstream.known_model() if ok else None)
         out = {
             "status": "healthy" if ok else "degraded",
             "vllm_available": ok,
             "model": model,
-            "base_url": settings.base,
+            # The internal URL only for key holders, when a key is configured.
+            "base_url": settings.base if request.scope["state"].get("trusted", True) else None,
             "wrapper_status": "healthy",
             "vllm_status": "available" if ok else "unavailable",
         }
@@ -187,15 +210,16 @@ def build_router(settings: Settings, upstream: Upstream, metrics: Metrics, proxy
         return out
 
     @router.get("/", tags=["service"], summary="Service information")
-    async def info() -> dict:
+    async def info(request: Request) -> dict:
+        trusted = request.scope["state"].get("trusted", True)
         return {
             "service": "vllm-wrapper",
             "version": __version__,
             "architecture": {
                 "wrapper": "OpenAI-compatible gateway (no GPU)",
-                "vllm": settings.base,
+                "vllm": settings.base if trusted else "vLLM (OpenAI-compatible server)",
             },
-            "model": settings.model or upstream._served_model,
+            "model": settings.model or upstream.known_model(),
             "auth_required": settings.wrapper_api_key is not None,
             "endpoints": ["/chat", "/v1/chat/completions", "/v1/completions", "/v1/models", "/models",
                           "/health", "/metrics", "/docs"],

@@ -46,6 +46,17 @@ class Settings(BaseSettings):
     health_cache_seconds: float = Field(default=1.0, ge=0.0, le=300.0)
     retry_backoff: float = Field(default=0.2, ge=0.0, le=30.0)
     workers: int = Field(default=1, ge=1, le=256)
+    # Connections (wrapper/server.py): what a client may hold without sending a request.
+    max_connections: int = Field(default=4096, ge=16, le=1_000_000, description="open client connections per process")
+    header_timeout: float = Field(default=10.0, gt=0.0, le=3600.0, description="seconds to receive a request's head")
+    body_timeout: float = Field(default=60.0, gt=0.0, le=3600.0, description="seconds to receive a request's body")
+    keepalive_timeout: int = Field(default=5, ge=1, le=3600, description="idle seconds before a keep-alive connection closes")
+    # Request caps and rate limits (wrapper/limits.py); unset = no cap.
+    max_n: int | None = Field(default=4, ge=1, le=1000, description="largest 'n' a request may ask for")
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=10_000_000, description="largest max_tokens")
+    max_prompt_chars: int | None = Field(default=None, ge=1, le=1_000_000_000, description="largest prompt, in characters")
+    rate_limit_requests: int | None = Field(default=None, ge=1, le=10_000_000, description="requests per minute per caller")
+    rate_limit_tokens: int | None = Field(default=None, ge=1, le=1_000_000_000, description="tokens per minute per caller")
     # Scale-to-zero on Kubernetes (wrapper/scaling): off unless VLLM_IDLE_TIMEOUT > 0.
     idle_timeout: float = Field(default=0.0, ge=0.0, le=30 * 86_400.0, description="idle seconds before vLLM scales to 0")
     wake_timeout: float = Field(default=600.0, ge=0.0, le=86_400.0, description="hold a request this long while vLLM wakes")
@@ -72,6 +83,22 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, v: object) -> object:
         if isinstance(v, str) and not v.strip():
             return None
+        return v
+
+    @field_validator(
+        "max_n", "max_completion_tokens", "max_prompt_chars", "rate_limit_requests", "rate_limit_tokens", mode="before"
+    )
+    @classmethod
+    def _no_cap(cls, v: object) -> object:
+        return None if isinstance(v, str) and v.strip().lower() in ("", "0", "none", "off", "unlimited") else v
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, v: AnyHttpUrl) -> AnyHttpUrl:
+        # aiohttp refuses URL credentials beside our bearer header, and / or an error could echo
+        # them: refuse at start-up (the key for vLLM belongs in VLLM_API_KEY).
+        if v.username or v.password:
+            raise ValueError("must not contain credentials (user:password@); put vLLM's key in VLLM_API_KEY")
         return v
 
     @field_validator("idle_timeout", mode="before")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 import aiohttp
 import orjson
 from starlette.responses import Response
 
 from .errors import error_body
+from .limits import note_events
 from .metrics import Metrics
 from .sse import EventSplitter, event_data
 
@@ -40,6 +40,7 @@ class Relay:
         self._split = EventSplitter()
 
     def transform(self, chunk: bytes) -> bytes:
+        note_events(chunk.count(b"\n\n"))  # the token-limit estimate when no usage comes
         if b'"usage":{' in chunk or self._split._buf:
             for ev in self._split.feed(chunk):
                 if b'"usage":{' in ev:
@@ -55,9 +56,6 @@ class Relay:
         if isinstance(obj, dict):
             self.metrics.count_usage(self.route, obj.get("usage"))
 
-    def end(self) -> bytes:
-        return b""
-
 
 class UpstreamStream(Response):
     """An ASGI response that pumps ``resp`` to the client through ``relay``.
@@ -66,13 +64,12 @@ class UpstreamStream(Response):
     upstream connection, which is how vLLM learns to abort the generation.
     """
 
-    def __init__(self, resp: aiohttp.ClientResponse, relay: Relay, metrics: Metrics, on_done: Callable[[], None] | None = None) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, relay: Relay, metrics: Metrics) -> None:
         self.resp = resp
         self.relay = relay
         self.metrics = metrics
         self.status_code = 200
         self.background = None
-        self.on_done = on_done
 
     async def __call__(self, scope, receive, send) -> None:
         resp = self.resp
@@ -99,7 +96,7 @@ class UpstreamStream(Response):
                         await send({"type": "http.response.body", "body": out, "more_body": True})
                     if gone:
                         break
-                tail = relay.end()
+                tail = b""
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if gone:
                     tail = b""
@@ -119,8 +116,8 @@ class UpstreamStream(Response):
             if not gone:
                 await send({"type": "http.response.body", "body": tail, "more_body": False})
         finally:
+            if gone:  # logged and counted as 499 by the gateway
+                scope.setdefault("state", {})["client_gone"] = True
             self.metrics.streams.dec()
             watcher.cancel()
             resp.close()
-            if self.on_done is not None:
-                self.on_done()

@@ -81,6 +81,7 @@ class Upstream:
         self._model_retry_at = 0.0
         self._health: tuple[float, bool] = (0.0, False)
         self._health_probe: asyncio.Task[bool] | None = None
+        self._model_probe: asyncio.Future[str | None] | None = None
         # Scale-to-zero gate (wrapper/scaling): wakes vLLM and holds the request; None = off.
         self.gate: Callable[[], Awaitable[None]] | None = None
 
@@ -205,6 +206,8 @@ class Upstream:
                     extra={"request_id": request_id, "attempt": attempt + 1, "reason": last_error},
                 )
                 await asyncio.sleep(delay)
+        if last_error.startswith("cannot reach"):
+            self.mark_unreachable()
         raise APIError(
             503,
             f"{last_error}; the model server is down or still loading, retry later",
@@ -269,13 +272,38 @@ class Upstream:
         return self._served_model
 
     async def available(self) -> bool:
-        """Whether the server answers ``/health`` with 200; cached briefly, never hangs."""
+        """The last known answer of vLLM's ``/health``, at once.
+
+        A result older than ``VLLM_HEALTH_CACHE_SECONDS`` starts a probe in the background
+        (one at a time); a request that could not reach the server marks it unavailable. Only
+        the very first call, with nothing known yet, waits for a probe (within
+        ``VLLM_HEALTH_TIMEOUT``). Nothing is probed at start-up: on Modal a probe would start
+        a GPU container.
+        """
         stamp, ok = self._health
-        if time.monotonic() - stamp < self.settings.health_cache_seconds:
-            return ok
+        if stamp == 0.0:
+            return await self.probe()
+        if time.monotonic() - stamp >= self.settings.health_cache_seconds:
+            self._refresh_health()
+        return ok
+
+    async def probe(self) -> bool:
+        """A fresh probe (shared with one already in flight), for callers that must wait for it."""
+        return await asyncio.shield(self._refresh_health())
+
+    def mark_unreachable(self) -> None:
+        self._health = (time.monotonic(), False)
+
+    def known_model(self) -> str | None:
+        """The served model if already discovered; else start a discovery in the background."""
+        if self._served_model is None and (self._model_probe is None or self._model_probe.done()):
+            self._model_probe = asyncio.ensure_future(self.served_model())
+        return self._served_model
+
+    def _refresh_health(self) -> asyncio.Task[bool]:
         if self._health_probe is None or self._health_probe.done():
             self._health_probe = asyncio.ensure_future(self._probe())
-        return await asyncio.shield(self._health_probe)
+        return self._health_probe
 
     async def _probe(self) -> bool:
         """Any replica answers ``/health`` (each one's answer is kept for ``/health``'s list)."""

@@ -12,6 +12,7 @@ process's log when the process exits first or never answers. The log is a file u
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import tempfile
@@ -41,7 +42,9 @@ class ServerProcess:
         env: Mapping[str, str] | None = None,
         ready: str = "/health",
         cwd: Path = REPO_ROOT,
+        nofile: int | None = None,
     ) -> None:
+        """``nofile``: the process's RLIMIT_NOFILE, soft and hard (as ``ulimit -n N`` sets it)."""
         self.cmd = list(cmd)
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -52,7 +55,10 @@ class ServerProcess:
         full_env.update(env or {})
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         with self.log_path.open("wb") as out:
-            self.proc = subprocess.Popen(self.cmd, cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+            limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
+            self.proc = subprocess.Popen(
+                self.cmd, cwd=cwd, env=full_env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=limit
+            )
         self._wait_until_it_answers(ready)
 
     @property

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.ports import free_port
 from tests.support.processes import ServerProcess as Proc
@@ -41,9 +42,17 @@ class FaultUpstream(Proc):
 class Wrapper(Proc):
     """``python -m wrapper`` with the given ``VLLM_*`` settings."""
 
-    def __init__(self, base_url: str, **settings: object) -> None:
+    def __init__(self, base_url: str, nofile: int | None = None, **settings: object) -> None:
         port = free_port()
         env = {"VLLM_BASE_URL": base_url, "VLLM_WRAPPER_HOST": "127.0.0.1", "VLLM_WRAPPER_PORT": str(port)}
         env.update({f"VLLM_{k.upper()}": str(v) for k, v in settings.items() if v is not None})
-        super().__init__([sys.executable, "-m", "wrapper"], port, env=env, ready="/metrics")
+        super().__init__([sys.executable, "-m", "wrapper"], port, env=env, ready="/metrics", nofile=nofile)
         self.base_url = self.url + "/v1"
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of the wrapper's /metrics (0 when the series is absent)."""
+        for family in text_string_to_metric_families(httpx.get(self.url + "/metrics").text):
+            for s in family.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    return s.value
+        return 0.0

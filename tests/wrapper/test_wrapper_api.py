@@ -64,12 +64,12 @@ def test_malformed_bodies_are_4xx(fault_wrapper, faults, path, body):
 
 
 @pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", None])
-def test_wrong_content_type_is_4xx(fault_wrapper, ctype):
+def test_wrong_content_type_is_a_400_that_names_it(fault_wrapper, ctype):
     headers = {"Content-Type": ctype} if ctype else {}
     for path in ("/chat", "/v1/chat/completions"):
         r = httpx.post(fault_wrapper.url + path, content=b"messages=hi", headers=headers)
-        assert 400 <= r.status_code < 500, r.text
-        err_of(r, r.status_code)
+        err = err_of(r, 400)
+        assert err["param"] == "Content-Type" and "must be application/json" in err["message"]
 
 
 def test_chat_validation_names_the_field(fault_wrapper):
@@ -101,7 +101,7 @@ def test_oversized_body_is_413(fault_upstream):
         r = httpx.post(w.base_url + "/completions", content=chunks(), headers={"Content-Type": "application/json"})
         err_of(r, 413)
         r = httpx.post(w.url + "/chat", content=chunks(), headers={"Content-Type": "application/json"})
-        assert 400 <= r.status_code < 500
+        err_of(r, 413)
         assert httpx.post(w.url + "/chat", json={"messages": MSG}).status_code == 200
     finally:
         w.stop()
@@ -119,10 +119,11 @@ def test_default_model_injected_only_when_absent(fault_wrapper, faults):
     httpx.post(fault_wrapper.base_url + "/chat/completions", json={"messages": MSG, "temperature": 0})
     sent = json.loads(faults.last()["body"])
     assert sent == {"model": "fake-echo", "messages": MSG, "temperature": 0}
-    httpx.post(fault_wrapper.base_url + "/completions", content=b'  {"prompt":"a","model":null}')
-    assert json.loads(faults.last()["body"])["model"] == "fake-echo"
+    as_json = {"Content-Type": "application/json"}
+    httpx.post(fault_wrapper.base_url + "/completions", content=b'  {"prompt":"a","model":null}', headers=as_json)
+    assert json.loads(faults.last()["body"]) == {"prompt": "a", "model": "fake-echo"}
     raw = b'{"messages":[{"role":"user","content":"hi"}],"model":"fake-echo","top_k":3,"ignore_eos":true}'
-    httpx.post(fault_wrapper.base_url + "/chat/completions", content=raw)
+    httpx.post(fault_wrapper.base_url + "/chat/completions", content=raw, headers=as_json)
     assert faults.last()["body"].encode() == raw  # forwarded byte for byte
 
 

@@ -198,6 +198,7 @@ def _wait_idle(server, timeout: float = 5.0) -> float:
 def test_client_disconnect_cancels_generation(slow_vllm, slow_vllm_wrapper, path, body):
     assert _wait_idle(slow_vllm) == 0
     before = slow_vllm.metrics().get("vllm:generation_tokens_total", 0.0)
+    left = slow_vllm_wrapper.metric("vllm_wrapper_requests_total", route=path, method="POST", status="499")
     payload = {**body, "max_tokens": 1500, "stream": True, "temperature": 0, "ignore_eos": True}
     with httpx.stream("POST", slow_vllm_wrapper.url + path, json=payload, timeout=30) as r:
         assert r.status_code == 200
@@ -210,6 +211,38 @@ def test_client_disconnect_cancels_generation(slow_vllm, slow_vllm_wrapper, path
     assert _wait_idle(slow_vllm) == 0
     generated = slow_vllm.metrics().get("vllm:generation_tokens_total", 0.0) - before
     assert generated < 300, generated  # 1500 would take ~40 s; it stopped within moments
+    # Counted as the client closing the request (499), not as a 200.
+    deadline = time.monotonic() + 10
+    while slow_vllm_wrapper.metric("vllm_wrapper_requests_total", route=path, method="POST", status="499") == left:
+        assert time.monotonic() < deadline, "the stream the client left was not counted as 499"
+        time.sleep(0.05)
+    assert slow_vllm_wrapper.metric("vllm_wrapper_requests_total", route=path, method="POST", status="499") == left + 1
+
+
+def test_non_json_content_type_is_a_400_as_vllm_answers_it(real_vllm, vllm_wrapper):
+    # vLLM 0.32 refuses it (vllm/entrypoints/serve/utils/api_utils.py validate_json_request -> 400);
+    # the wrapper answers the same before anything reaches vLLM.
+    body = b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}'
+    plain = {"Content-Type": "text/plain"}
+    direct = httpx.post(real_vllm.base_url + "/chat/completions", content=body,
+                        headers={**plain, "Authorization": f"Bearer {real_vllm.api_key}"})
+    via = httpx.post(vllm_wrapper.base_url + "/chat/completions", content=body, headers=plain)
+    assert direct.status_code == via.status_code == 400
+    # Both OpenAI-shaped (vLLM 0.32 types it "Bad Request"; the wrapper uses its BadRequestError).
+    assert set(direct.json()["error"]) >= {"message", "type"} and via.json()["error"]["param"] == "Content-Type"
+    with pytest.raises(openai.BadRequestError):  # what the official client raises for either
+        sync_client(vllm_wrapper.base_url).chat.completions.create(
+            model="tiny", messages=MSG, max_tokens=2, extra_headers={"Content-Type": "text/plain"})
+
+
+def test_n_over_the_cap_never_reaches_vllm(real_vllm, vllm_wrapper):
+    # The case: n=1000 queued 872 sequences in vLLM. Now a 400 naming n and its limit.
+    succeeded = real_vllm.metrics().get("vllm:request_success_total", 0.0)
+    with pytest.raises(openai.BadRequestError) as exc:
+        sync_client(vllm_wrapper.base_url).chat.completions.create(model="tiny", messages=MSG, n=1000, max_tokens=4)
+    assert exc.value.param == "n" and "at most 4" in exc.value.message
+    assert _wait_idle(real_vllm) == 0
+    assert real_vllm.metrics().get("vllm:request_success_total", 0.0) == succeeded
 
 
 def test_client_leaving_a_non_streamed_request_cancels_generation(slow_vllm, slow_vllm_wrapper):

@@ -1,0 +1,223 @@
+"""The HTTP server: uvicorn (uvloop + httptools) with a guard on client connections.
+
+uvicorn 0.54 has no timeout for receiving a request's head: its keep-alive timer starts only
+after a response and any byte resets it, and ``limit_concurrency`` counts idle connections
+too (it would answer real requests 503 while slow sockets pile up). So the guard, a thin
+subclass of uvicorn's httptools protocol, adds:
+
+* a **head timeout** (``VLLM_HEADER_TIMEOUT``): a connection that has not sent a complete
+  request head that long after it opened (or after its previous response) is closed, with a
+  408 when it had started one;
+* a **connection cap** (``VLLM_MAX_CONNECTIONS`` per process, lowered to what
+  ``RLIMIT_NOFILE`` allows): at the cap a new connection displaces the oldest one still
+  waiting for a request head, so sockets held open without a request cannot lock real clients
+  out; only when every connection is busy with a request is the new one refused (503).
+
+The body timeout (``VLLM_BODY_TIMEOUT``, a 408) is enforced where the body is read, in
+``wrapper.middleware``. Closes and refusals are counted in
+``vllm_wrapper_connections_closed_total{reason}`` and logged (one line per reason and 5 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import time
+from collections import Counter as Tally
+from typing import Any, ClassVar
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .errors import error_body
+from .settings import Settings
+
+log = logging.getLogger("wrapper.connections")
+
+FD_PER_CONNECTION = 2  # the client's socket and, while a request runs, one to vLLM
+FD_RESERVE = 64  # listening socket, logs, the Kubernetes API, DNS...
+
+
+def _raw_error(status: int, reason: str, message: str, extra: bytes = b"") -> bytes:
+    body = orjson.dumps(error_body(message, "RequestTimeoutError" if status == 408 else "ServiceUnavailableError",
+                                   None, status))
+    return (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n".encode()
+        + extra
+        + b"\r\n"
+        + body
+    )
+
+
+def raise_nofile_limit() -> int:
+    """Raise this process's soft ``RLIMIT_NOFILE`` to its hard limit; return the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1_048_576 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # pragma: no cover - a sandbox refusing it
+            pass
+    return soft
+
+
+class ConnectionGuard:
+    """Per-process state: connections waiting for a request head, in the order they started."""
+
+    def __init__(self, *, max_connections: int, header_timeout: float, registry: CollectorRegistry | None) -> None:
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.waiting: dict[GuardedHttpToolsProtocol, float] = {}  # insertion order = start order
+        self.connections: set[Any] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._unlogged: Tally[str] = Tally()
+        self._logged_at = 0.0
+        self.closed = Counter(
+            "vllm_wrapper_connections_closed",
+            "Client connections the wrapper closed or refused (header_timeout, idle_timeout, evicted, over_limit)",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("header_timeout", "idle_timeout", "evicted", "over_limit"):
+            self.closed.labels(reason)
+        Gauge(
+            "vllm_wrapper_connections_open", "Open client connections (this process)", registry=registry
+        ).set_function(lambda: len(self.connections))
+
+    # -- called by the protocol ----------------------------------------------------------------
+    def admit(self, conn: GuardedHttpToolsProtocol) -> bool:
+        self.connections = conn.connections  # uvicorn's own set (same object for every connection)
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        if len(conn.connections) > self.max_connections:
+            if self.waiting:
+                oldest = next(iter(self.waiting))
+                self._close(oldest, "evicted")
+            else:
+                self._count("over_limit")
+                conn.transport.write(_OVER_LIMIT)
+                conn.transport.close()
+                return False
+        self.wait(conn)
+        return True
+
+    def wait(self, conn: GuardedHttpToolsProtocol) -> None:
+        conn.head_bytes = False
+        self.waiting[conn] = time.monotonic()
+
+    def done_waiting(self, conn: GuardedHttpToolsProtocol) -> None:
+        self.waiting.pop(conn, None)
+
+    # -- internals -------------------------------------------------------------------------------
+    def _close(self, conn: GuardedHttpToolsProtocol, reason: str) -> None:
+        self.waiting.pop(conn, None)
+        self._count(reason)
+        transport = conn.transport
+        if transport is not None and not transport.is_closing():
+            if reason == "header_timeout":
+                transport.write(_HEAD_TIMEOUT)
+            transport.close()
+
+    def _count(self, reason: str) -> None:
+        self.closed.labels(reason).inc()
+        self._unlogged[reason] += 1
+
+    async def _sweep(self) -> None:
+        period = min(1.0, self.header_timeout / 4)
+        while True:
+            await asyncio.sleep(period)
+            cutoff = time.monotonic() - self.header_timeout
+            while self.waiting:
+                conn, since = next(iter(self.waiting.items()))
+                if since > cutoff:
+                    break
+                self._close(conn, "header_timeout" if conn.head_bytes else "idle_timeout")
+            self._flush_log()
+
+    def _flush_log(self) -> None:
+        now = time.monotonic()
+        if self._unlogged and now - self._logged_at >= 5.0:
+            self._logged_at = now
+            counts = dict(self._unlogged)
+            self._unlogged.clear()
+            log.warning(
+                "client connections closed or refused",
+                extra={"counts": counts, "open": len(self.connections), "max_connections": self.max_connections},
+            )
+
+
+_HEAD_TIMEOUT = b""
+_OVER_LIMIT = b""
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol plus :class:`ConnectionGuard`'s head timeout and cap."""
+
+    guard: ClassVar[ConnectionGuard | None] = None
+    head_bytes = False
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if self.guard is not None:
+            self.guard.admit(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.head_bytes = True
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        if self.guard is not None:
+            self.guard.done_waiting(self)
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # uvicorn armed its keep-alive timer: the connection now waits for its next request.
+        if self.guard is not None and self.timeout_keep_alive_task is not None:
+            self.guard.wait(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.guard is not None:
+            self.guard.done_waiting(self)
+        super().connection_lost(exc)
+
+
+def install_guard(settings: Settings, registry: CollectorRegistry | None) -> ConnectionGuard:
+    """Configure this process's guard (call once per process, before serving)."""
+    global _HEAD_TIMEOUT, _OVER_LIMIT
+    nofile = raise_nofile_limit()
+    cap = min(settings.max_connections, max(16, (nofile - FD_RESERVE) // FD_PER_CONNECTION))
+    if cap < settings.max_connections:
+        log.warning(
+            "connection cap lowered to fit the file-descriptor limit",
+            extra={"max_connections": cap, "configured": settings.max_connections, "rlimit_nofile": nofile},
+        )
+    _HEAD_TIMEOUT = _raw_error(
+        408, "Request Timeout", f"request head not received within {settings.header_timeout:g} s"
+    )
+    _OVER_LIMIT = _raw_error(
+        503, "Service Unavailable", f"too many open connections (the limit is {cap})", b"retry-after: 1\r\n"
+    )
+    guard = ConnectionGuard(max_connections=cap, header_timeout=settings.header_timeout, registry=registry)
+    GuardedHttpToolsProtocol.guard = guard
+    return guard
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    return dict(
+        host=settings.wrapper_host,
+        port=settings.wrapper_port,
+        loop="uvloop",
+        http=GuardedHttpToolsProtocol,
+        access_log=False,
+        log_config=None,
+        log_level=settings.log_level.lower(),
+        server_header=False,
+        proxy_headers=False,
+        timeout_keep_alive=settings.keepalive_timeout,
+        timeout_graceful_shutdown=5,
+    )
