@@ -92,15 +92,6 @@ class Settings(BaseSettings):
     def _no_cap(cls, v: object) -> object:
         return None if isinstance(v, str) and v.strip().lower() in ("", "0", "none", "off", "unlimited") else v
 
-    @field_validator("base_url")
-    @classmethod
-    def _no_credentials(cls, v: AnyHttpUrl) -> AnyHttpUrl:
-        # aiohttp refuses URL credentials beside our bearer header, and / or an error could echo
-        # them: refuse at start-up (the key for vLLM belongs in VLLM_API_KEY).
-        if v.username or v.password:
-            raise ValueError("must not contain credentials (user:password@); put vLLM's key in VLLM_API_KEY")
-        return v
-
     @field_validator("idle_timeout", mode="before")
     @classmethod
     def _never(cls, v: object) -> object:
@@ -115,9 +106,14 @@ class Settings(BaseSettings):
         out = []
         for u in urls:
             try:
-                out.append(str(_HTTP_URL.validate_python(u)).rstrip("/"))
+                url = _HTTP_URL.validate_python(u)
             except ValidationError:
                 raise ValueError("each base URL must be an http(s) URL such as http://vllm:8000/v1") from None
+            # aiohttp refuses URL credentials beside our bearer header, and / or an error could echo
+            # them: refuse at start-up (the key for vLLM belongs in VLLM_API_KEY).
+            if url.username or url.password:
+                raise ValueError("must not contain credentials (user:password@); put vLLM's key in VLLM_API_KEY")
+            out.append(str(url).rstrip("/"))
         if len(set(out)) != len(out):
             raise ValueError("the same base URL appears twice")
         return ",".join(out)
