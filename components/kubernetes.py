@@ -29,6 +29,7 @@ _CLASSES: dict[tuple[str, str], Any] = {
     ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
     ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
+    ("coordination.k8s.io/v1", "Lease"): k8s.coordination.v1.Lease,
 }
 
 # Top-level manifest fields → the Python SDK's keyword arguments.

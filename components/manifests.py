@@ -53,6 +53,11 @@ class Names:
         return f"{self.release}-scaler"
 
     @property
+    def activity_lease(self) -> str:
+        # The wrapper's default for VLLM_K8S_LEASE: `<statefulset>-activity`.
+        return f"{self.vllm}-activity"
+
+    @property
     def vllm_url(self) -> str:
         return f"http://{self.vllm}.{self.namespace}.svc.cluster.local:{VLLM_PORT}/v1"
 
@@ -449,7 +454,12 @@ def wrapper_network_policy(config: StackConfig) -> Manifest:
 
 
 def scaler_rbac(config: StackConfig) -> list[Manifest]:
-    """What the wrapper needs to scale vLLM to zero and back: that StatefulSet, nothing wider."""
+    """What the wrapper needs to scale vLLM to zero and back, by name, and nothing wider.
+
+    No `patch` on `statefulsets`: that verb can rewrite the pod template (any image, as root, on a
+    GPU node, with the HF token in its environment). The shared activity record lives in a Lease
+    this program creates, so the Role needs no `create` (which cannot be limited by name).
+    """
     n = names(config)
     return [
         {
@@ -459,16 +469,29 @@ def scaler_rbac(config: StackConfig) -> list[Manifest]:
             "automountServiceAccountToken": True,
         },
         {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": _metadata(config, n.activity_lease, "wrapper"),
+            "spec": {},
+        },
+        {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": _metadata(config, n.scaler, "wrapper"),
             "rules": [
+                {"apiGroups": ["apps"], "resources": ["statefulsets"], "resourceNames": [n.vllm], "verbs": ["get"]},
                 {
                     "apiGroups": ["apps"],
-                    "resources": ["statefulsets", "statefulsets/scale"],
+                    "resources": ["statefulsets/scale"],
                     "resourceNames": [n.vllm],
                     "verbs": ["get", "patch"],
-                }
+                },
+                {
+                    "apiGroups": ["coordination.k8s.io"],
+                    "resources": ["leases"],
+                    "resourceNames": [n.activity_lease],
+                    "verbs": ["get", "patch"],
+                },
             ],
         },
         {

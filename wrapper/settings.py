@@ -50,8 +50,9 @@ class Settings(BaseSettings):
     k8s_namespace: str | None = Field(default=None, description="namespace of the vLLM StatefulSet (default: the pod's)")
     k8s_statefulset: str | None = Field(default=None, validate_default=True, description="the vLLM StatefulSet")
     k8s_api_url: AnyHttpUrl | None = Field(default=None, description="API server URL (default: in-cluster)")
+    k8s_lease: str | None = Field(default=None, description="the activity Lease (default: <statefulset>-activity)")
 
-    @field_validator("model", "api_key", "wrapper_api_key", "k8s_namespace", "k8s_statefulset", "k8s_api_url", mode="before")
+    @field_validator("model", "api_key", "wrapper_api_key", "k8s_namespace", "k8s_statefulset", "k8s_lease", "k8s_api_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         if isinstance(v, str) and not v.strip():
@@ -63,7 +64,7 @@ class Settings(BaseSettings):
     def _never(cls, v: object) -> object:
         return 0.0 if isinstance(v, str) and v.strip().lower() in ("", "0", "never", "off") else v
 
-    @field_validator("k8s_namespace", "k8s_statefulset")
+    @field_validator("k8s_namespace", "k8s_statefulset", "k8s_lease")
     @classmethod
     def _k8s_name(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is not None and not _DNS_LABEL.match(v):

@@ -271,7 +271,7 @@ def test_scale_to_zero_rbac_and_env_only_with_an_idle_timeout(chart):
     dev = load_stack("dev")
     assert dev.scales_to_zero
     objs = render_stack(chart, helm_values(dev), dev)
-    rbac = [o for o in objs if o["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
+    rbac = [o for o in objs if o["kind"] in ("ServiceAccount", "Lease", "Role", "RoleBinding")]
     expected = manifests.scaler_rbac(dev)
     for obj in rbac + expected:
         for label in ("helm.sh/chart", "app.kubernetes.io/managed-by"):
@@ -284,7 +284,7 @@ def test_scale_to_zero_rbac_and_env_only_with_an_idle_timeout(chart):
     prod = load_stack("prod")
     assert not prod.scales_to_zero
     objs = render_stack(chart, helm_values(prod), prod)
-    assert not [o for o in objs if o["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
+    assert not [o for o in objs if o["kind"] in ("ServiceAccount", "Lease", "Role", "RoleBinding")]
     assert not {"VLLM_IDLE_TIMEOUT", "VLLM_WAKE_TIMEOUT"} & env(objs, "Deployment").keys()
     (deployment,) = by_kind(objs, "Deployment")
     assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is False

@@ -241,12 +241,13 @@ def test_images_are_pinned(stack: tuple[str, list[Declared]]) -> None:
 def test_scale_to_zero_rbac_only_where_an_idle_timeout_is_set() -> None:
     dev = run_program("dev")
     role = one(dev, "Role").plain("rules")
-    assert role == [{
-        "apiGroups": ["apps"],
-        "resources": ["statefulsets", "statefulsets/scale"],
-        "resourceNames": ["vllm"],
-        "verbs": ["get", "patch"],
-    }]
+    assert role == [  # no patch on the StatefulSet: it could rewrite the pod template
+        {"apiGroups": ["apps"], "resources": ["statefulsets"], "resourceNames": ["vllm"], "verbs": ["get"]},
+        {"apiGroups": ["apps"], "resources": ["statefulsets/scale"], "resourceNames": ["vllm"], "verbs": ["get", "patch"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["vllm-activity"],
+         "verbs": ["get", "patch"]},
+    ]
+    assert one(dev, "Lease").plain("metadata")["name"] == "vllm-activity"
     assert one(dev, "Deployment").plain("spec")["template"]["spec"]["serviceAccountName"] == "vllm-scaler"
     prod = run_program("prod")
     assert not by_kind(prod, "Role") and not by_kind(prod, "ServiceAccount")

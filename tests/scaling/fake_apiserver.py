@@ -1,10 +1,15 @@
-"""A real HTTP server on 127.0.0.1 that answers the StatefulSet and scale endpoints the way the
-Kubernetes API server does, for the seam's tests and the end-to-end test.
+"""A real HTTP server on 127.0.0.1 that answers the StatefulSet, scale and Lease endpoints the
+way the Kubernetes API server does, for the seam's tests and the end-to-end test.
 
     GET   /apis/apps/v1/namespaces/{ns}/statefulsets/{name}          -> apps/v1 StatefulSet
     PATCH /apis/apps/v1/namespaces/{ns}/statefulsets/{name}          (spec/metadata; status ignored)
     GET   /apis/apps/v1/namespaces/{ns}/statefulsets/{name}/scale    -> autoscaling/v1 Scale
     PATCH /apis/apps/v1/namespaces/{ns}/statefulsets/{name}/scale    (spec.replicas only)
+    GET   /apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name} -> coordination.k8s.io/v1 Lease
+    PATCH /apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name} (metadata/spec)
+
+Each object has its own resourceVersion, drawn from one counter as etcd's revision is
+(https://kubernetes.io/docs/reference/using-api/api-concepts/#resource-versions).
 
 Like the API server: PATCH bodies by Content-Type (``application/merge-patch+json``,
 ``application/strategic-merge-patch+json`` — the same for these fields — and
@@ -111,7 +116,10 @@ class FakeAPIServer:
         self.on_replicas: Callable[[int, int], None] | None = None
         self.lock = threading.Lock()
         self._hooks = ThreadPoolExecutor(max_workers=1)
-        self.add(namespace, name, replicas=replicas, ready=replicas if ready is None else ready, annotations=annotations)
+        self.add(namespace, name, replicas=replicas, ready=replicas if ready is None else ready)
+        self.lease_name = f"{name}-activity"
+        self.leases: dict[tuple[str, str], dict] = {}
+        self.add_lease(namespace, self.lease_name, annotations=annotations)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -121,6 +129,18 @@ class FakeAPIServer:
     def _next_rv(self) -> str:
         self._rv += 1
         return str(self._rv)
+
+    def add_lease(self, namespace: str, name: str, *, annotations: dict[str, str] | None = None) -> None:
+        """The activity Lease as the Pulumi program creates it (the wrapper only patches it)."""
+        self.leases[(namespace, name)] = {
+            "kind": "Lease",
+            "apiVersion": "coordination.k8s.io/v1",
+            "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()),
+                         "resourceVersion": self._next_rv(), "creationTimestamp": "2026-11-23T12:00:00Z",
+                         "labels": {"app.kubernetes.io/name": "vllm-deploy"},
+                         "annotations": dict(annotations or {"vllm-deploy/purpose": "activity"})},
+            "spec": {},
+        }
 
     def add(self, namespace: str, name: str, *, replicas: int, ready: int, annotations: dict[str, str] | None = None) -> None:
         labels = {"app.kubernetes.io/name": "vllm-deploy", "app.kubernetes.io/component": "vllm"}
@@ -157,6 +177,12 @@ class FakeAPIServer:
 
     @property
     def annotations(self) -> dict[str, str]:
+        """The activity Lease's annotations (where the wrapper writes)."""
+        with self.lock:
+            return dict(self.leases[(self.namespace, self.lease_name)]["metadata"].get("annotations") or {})
+
+    @property
+    def sts_annotations(self) -> dict[str, str]:
         return dict(self.get()["metadata"].get("annotations") or {})
 
     def set_ready(self, n: int) -> None:
@@ -167,10 +193,10 @@ class FakeAPIServer:
             obj["status"]["replicas"] = max(n, obj["spec"]["replicas"])
             obj["metadata"]["resourceVersion"] = self._next_rv()
 
-    def touch(self) -> None:
+    def touch(self, lease: bool = False) -> None:
         """Another client writes something unrelated (the resourceVersion moves on)."""
         with self.lock:
-            obj = self.objects[(self.namespace, self.name)]
+            obj = self.leases[(self.namespace, self.lease_name)] if lease else self.objects[(self.namespace, self.name)]
             obj["metadata"].setdefault("annotations", {})["someone-else/touched"] = str(self._rv)
             obj["metadata"]["resourceVersion"] = self._next_rv()
 
@@ -217,6 +243,8 @@ class FakeAPIServer:
     def _dispatch(self, request: web.Request, rec: Recorded) -> web.Response:
         if self.token is not None and rec.authorization != f"Bearer {self.token}":
             return self._json(status_obj(401, "Unauthorized", "Unauthorized"), 401)
+        if request.path.startswith("/apis/coordination.k8s.io/"):
+            return self._dispatch_lease(request, rec)
         ns, name = request.match_info["ns"], request.match_info["name"]
         sub = request.match_info.get("sub")
         resource = "statefulsets" + (f"/{sub}" if sub else "")
@@ -238,6 +266,45 @@ class FakeAPIServer:
             if verb == "get":
                 return self._json(self._scale_of(obj) if sub else self._render(obj))
             return self._patch(obj, sub, rec)
+
+    def _dispatch_lease(self, request: web.Request, rec: Recorded) -> web.Response:
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        verb = {"GET": "get", "PATCH": "patch", "PUT": "update"}.get(request.method)
+        if verb not in ("get", "patch"):
+            return self._json(status_obj(405, "MethodNotAllowed", "the server does not allow this method on the requested resource"), 405)
+        if (verb, "leases") in self.forbid:
+            return self._json(status_obj(
+                403, "Forbidden",
+                f'leases.coordination.k8s.io "{name}" is forbidden: User "system:serviceaccount:{ns}:vllm-scaler" '
+                f'cannot {verb} resource "leases" in API group "coordination.k8s.io" in the namespace "{ns}"',
+                name, "leases"), 403)
+        with self.lock:
+            obj = self.leases.get((ns, name))
+            if obj is None:
+                return self._json(status_obj(404, "NotFound", f'leases.coordination.k8s.io "{name}" not found', name, "leases"), 404)
+            if verb == "get":
+                return self._json(copy.deepcopy(obj))
+            ctype = (rec.content_type or "").split(";")[0].strip()
+            if ctype != MERGE or not isinstance(rec.body, dict):
+                return self._json(status_obj(415, "UnsupportedMediaType", "this fake takes merge patches of leases only"), 415)
+            wanted_rv = (rec.body.get("metadata") or {}).get("resourceVersion")
+            if wanted_rv is not None and self.conflict_next > 0:
+                self.conflict_next -= 1
+                obj["metadata"].setdefault("annotations", {}).update(
+                    self.conflict_annotations or {"someone-else/touched": str(self._rv)})
+                obj["metadata"]["resourceVersion"] = self._next_rv()
+            if wanted_rv is not None and str(wanted_rv) != obj["metadata"]["resourceVersion"]:
+                return self._json(status_obj(
+                    409, "Conflict",
+                    f'Operation cannot be fulfilled on leases.coordination.k8s.io "{name}": the object has been modified; '
+                    "please apply your changes to the latest version and try again", name, "leases"), 409)
+            patched = merge_patch(obj, rec.body)
+            patched["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"]
+            if patched != obj:
+                patched["metadata"]["resourceVersion"] = self._next_rv()
+                obj.clear()
+                obj.update(patched)
+            return self._json(copy.deepcopy(obj))
 
     def _patch(self, obj: dict, sub: str | None, rec: Recorded) -> web.Response:
         name = obj["metadata"]["name"]
@@ -307,6 +374,7 @@ class FakeAPIServer:
         base = "/apis/apps/v1/namespaces/{ns}/statefulsets/{name}"
         app.router.add_route("*", base, self._handle)
         app.router.add_route("*", base + "/{sub}", self._handle)
+        app.router.add_route("*", "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}", self._handle)
         started = threading.Event()
 
         def serve() -> None:

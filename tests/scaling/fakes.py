@@ -45,13 +45,15 @@ class ReplicaClock:
 
 
 class FakeStatefulSet:
-    """The StatefulSet: spec.replicas, readyReplicas, annotations, resourceVersion."""
+    """The StatefulSet (spec.replicas, readyReplicas, resourceVersion) and the activity Lease
+    (its annotations and its own resourceVersion): two objects, two preconditions."""
 
     def __init__(self, replicas: int = 1, ready: int | None = None, annotation: str | None = None) -> None:
         self.replicas = replicas
         self.ready = replicas if ready is None else ready
         self.annotations: dict[str, str] = {} if annotation is None else {ANNOTATION: annotation}
         self.rv = 100
+        self.lease_rv = 7
         self.calls: list[tuple] = []
         self.fail: dict[str, KubeError] = {}  # op -> error raised (until removed)
         self.auto_ready = True  # a scale to N>0 makes N ready (the model "loads" instantly)
@@ -60,12 +62,12 @@ class FakeStatefulSet:
         if op in self.fail:
             raise self.fail[op]
 
-    def _precondition(self, rv: str | None) -> None:
-        if rv is not None and rv != str(self.rv):
+    def _precondition(self, rv: str | None, current: int | None = None) -> None:
+        if rv is not None and rv != str(self.rv if current is None else current):
             raise Conflict(409, "Conflict", "the object has been modified; please apply your changes to the latest version and try again")
 
     def obs(self) -> Observation:
-        return Observation(self.replicas, self.ready, self.annotations.get(ANNOTATION), str(self.rv))
+        return Observation(self.replicas, self.ready, self.annotations.get(ANNOTATION), str(self.rv), str(self.lease_rv))
 
     def client(self, name: str = "replica") -> FakeAPI:
         return FakeAPI(self, name)
@@ -90,9 +92,9 @@ class FakeAPI:
         await asyncio.sleep(0)
         self.sts.calls.append((self.who, "annotate", value))
         self.sts._check("annotate")
-        self.sts._precondition(resource_version)
+        self.sts._precondition(resource_version, self.sts.lease_rv)
         self.sts.annotations[key] = value
-        self.sts.rv += 1
+        self.sts.lease_rv += 1
         return self.sts.obs()
 
     async def scale(self, replicas: int, resource_version: str | None) -> int:

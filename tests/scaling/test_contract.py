@@ -26,36 +26,46 @@ def test_the_dev_stack_env_configures_the_scaler_and_prod_leaves_it_off() -> Non
 
 
 async def test_every_call_the_scaler_makes_is_granted_by_the_role() -> None:
+    """RBAC by resourceNames, as the API server's authorizer matches it (get/patch on a named
+    object and its subresource: https://kubernetes.io/docs/reference/access-authn-authz/rbac/
+    #referring-to-resources). No patch on the StatefulSet itself: it could rewrite the pod template."""
     config = load_stack("dev")
     n = manifests.names(config)
-    role = next(o for o in manifests.scaler_rbac(config) if o["kind"] == "Role")
+    scaler_objects = manifests.scaler_rbac(config)
+    role = next(o for o in scaler_objects if o["kind"] == "Role")
+    lease = next(o for o in scaler_objects if o["kind"] == "Lease")
+    assert lease["metadata"]["name"] == n.activity_lease == f"{n.vllm}-activity"  # the wrapper's default
     granted = {
-        (verb, resource)
+        (verb, group, resource, name)
         for rule in role["rules"]
         for verb in rule["verbs"]
+        for group in rule["apiGroups"]
         for resource in rule["resources"]
-        if rule["apiGroups"] == ["apps"] and rule["resourceNames"] == [n.vllm]
+        for name in rule["resourceNames"]
     }
-    assert granted == {("get", "statefulsets"), ("patch", "statefulsets"),
-                       ("get", "statefulsets/scale"), ("patch", "statefulsets/scale")}
+    assert granted == {("get", "apps", "statefulsets", n.vllm),
+                       ("get", "apps", "statefulsets/scale", n.vllm), ("patch", "apps", "statefulsets/scale", n.vllm),
+                       ("get", "coordination.k8s.io", "leases", n.activity_lease),
+                       ("patch", "coordination.k8s.io", "leases", n.activity_lease)}
     with FakeAPIServer(n.namespace, n.vllm, replicas=0, ready=0) as api:
         api.on_replicas = lambda old, new: api.set_ready(new)
         s = Scaler(StatefulSetClient(n.namespace, n.vllm, ANNOTATION, api_url=api.url), Policy(30), wake_timeout=5, poll=0.01)
         try:
-            await s.admit()  # wake: read, annotate, scale up, poll
+            await s.admit()  # wake: read, publish activity, scale up, poll
             assert s.state == ScaleState.READY
             s.policy.started = s.policy.own = s.policy._confirmed_at = s.policy.clock.monotonic() - 60
-            s.policy.shared = s.policy.own
-            await s.tick()  # sleep: read, scale down
+            s.policy.shared = s.policy.ready_at = s.policy.own
+            await s.tick()  # sleep: read, scale down, re-read
             assert api.replicas == 0
         finally:
             await s.stop()
-        used = {({"GET": "get", "PATCH": "patch"}[r.method], "statefulsets" + ("/scale" if r.path.endswith("/scale") else ""))
-                for r in api.requests}
-        prefix = f"/apis/apps/v1/namespaces/{n.namespace}/statefulsets/{n.vllm}"
-        assert all(r.path in (prefix, prefix + "/scale") for r in api.requests)
+        sts = f"/apis/apps/v1/namespaces/{n.namespace}/statefulsets/{n.vllm}"
+        lease_path = f"/apis/coordination.k8s.io/v1/namespaces/{n.namespace}/leases/{n.activity_lease}"
+        target = {sts: ("apps", "statefulsets", n.vllm), sts + "/scale": ("apps", "statefulsets/scale", n.vllm),
+                  lease_path: ("coordination.k8s.io", "leases", n.activity_lease)}
+        used = {({"GET": "get", "PATCH": "patch"}[r.method], *target[r.path]) for r in api.requests}
     assert used <= granted
-    assert used == {("get", "statefulsets"), ("patch", "statefulsets"), ("patch", "statefulsets/scale")}
+    assert ("patch", "apps", "statefulsets", n.vllm) not in used
 
 
 @pytest.mark.parametrize("stack", ["dev"])

@@ -19,6 +19,7 @@ from wrapper.scaling.policy import ANNOTATION, parse_wall
 
 NS, NAME, KEY = "vllm-dev", "vllm", "e2e-upstream-key"
 STS = f"/apis/apps/v1/namespaces/{NS}/statefulsets/{NAME}"
+LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{NAME}-activity"
 UPSTREAM = Path(__file__).resolve().parents[1] / "wrapper" / "upstream_faults.py"
 IDLE = 3.0
 LOAD_SECONDS = 1.0  # how long the "model" takes to load after the pod is scheduled
@@ -126,10 +127,10 @@ def test_requests_wake_the_gpu_are_held_and_served_and_idle_puts_it_back_to_zero
     patches = [x for x in api.requests if x.method == "PATCH"]
     # Activity is published first, then one scale-up; while the request is held the wrapper
     # keeps publishing activity at the bounded rate (so no replica can scale a loading pod down).
-    assert [(p.path, p.content_type) for p in patches[:2]] == [(STS, MERGE), (STS + "/scale", MERGE)]
+    assert [(p.path, p.content_type) for p in patches[:2]] == [(LEASE, MERGE), (STS + "/scale", MERGE)]
     assert patches[0].body["metadata"]["annotations"][ANNOTATION]
     assert patches[1].body["spec"] == {"replicas": 1}
-    assert [p.path for p in patches[2:]] == [STS] * len(patches[2:])
+    assert [p.path for p in patches[2:]] == [LEASE] * len(patches[2:])  # the StatefulSet is never written
     # (a 409 is a stale resourceVersion retried at once: the pod's status updates cause them)
     assert len([p for p in patches[2:] if p.status == 200]) <= held / (IDLE / 4) + 1
     assert {p.status for p in patches} <= {200, 409}
@@ -141,7 +142,7 @@ def test_requests_wake_the_gpu_are_held_and_served_and_idle_puts_it_back_to_zero
     assert metric(a, "vllm_wrapper_scale_wake_duration_seconds_sum") >= LOAD_SECONDS
 
     # 2. Traffic on wrapper a only, for longer than the idle timeout: b sees none, yet the
-    #    shared annotation keeps the GPU up (no per-pod memory decides).
+    #    shared activity Lease keeps the GPU up (no per-pod memory decides).
     end = time.monotonic() + 1.5 * IDLE
     while time.monotonic() < end:
         last_sent = time.monotonic()
@@ -151,7 +152,7 @@ def test_requests_wake_the_gpu_are_held_and_served_and_idle_puts_it_back_to_zero
     assert pod.stops == 0 and wait_for(lambda: state(b) == "ready", 5, "b to see it ready")
     stamp = parse_wall(api.annotations[ANNOTATION])
     assert stamp is not None and abs(stamp - time.time()) < 3
-    writes = [x for x in api.requests if x.method == "PATCH" and x.path == STS]
+    writes = [x for x in api.requests if x.method == "PATCH" and x.path == LEASE]
     # Bounded: one write per publishing interval (IDLE / 4) at most, from the one busy wrapper.
     assert {x.status for x in writes} <= {200, 409}
     assert len([x for x in writes if x.status == 200]) <= (time.monotonic() - t0) / (IDLE / 4) + 1

@@ -132,8 +132,12 @@ async def test_fresh_activity_wins_the_race_against_a_scale_down() -> None:
 
     b.api.scale = scale_after_a_request
     await b.tick()
-    assert sts.replicas == 1  # b's precondition failed (409), it re-read and saw the activity
-    assert writes(sts, "a") == 1 and scales(sts, 0) == ["b"]  # one attempt, refused
+    # Activity lives on the Lease, the replica count on the StatefulSet: b's scale-down went
+    # through, then b re-read the Lease, saw a's fresher activity and woke vLLM straight back.
+    assert writes(sts, "a") == 1 and scales(sts, 0) == ["b"]
+    b.api.scale = real_scale
+    await asyncio.wait_for(b._wake, 5)
+    assert sts.replicas == 1 and scales(sts, 1) == ["b"]
 
 
 async def test_a_request_right_after_another_replica_scaled_down_wakes_it() -> None:
@@ -277,3 +281,19 @@ async def test_a_bug_in_the_wake_path_is_a_503_not_a_crash() -> None:
     del sts.fail["scale"]
     await asyncio.wait_for(a.admit(), 2)  # and the next request wakes it normally
     assert sts.replicas == 1
+
+
+async def test_a_model_load_longer_than_the_idle_timeout_is_never_cut_short() -> None:
+    """Issue 12, day 1 point 4: the first `pulumi up` starts vLLM; its model download takes longer
+    than idleTimeout. No wrapper replica may scale it to zero before it has been ready once."""
+    clock = FakeClock()
+    sts = FakeStatefulSet(replicas=1, ready=0)
+    a, b = (replica(sts, clock, n) for n in "ab")
+    await run([a, b], clock, IDLE * 5)
+    assert sts.replicas == 1 and not scales(sts, 0)
+    assert a.state == b.state == ScaleState.WAKING
+    sts.ready = 1  # the model finished loading
+    await run([a, b], clock, IDLE - 10)
+    assert sts.replicas == 1  # one idle timeout from "ready", not from "started"
+    await run([a, b], clock, 20)
+    assert sts.replicas == 0 and len(scales(sts, 0)) == 1

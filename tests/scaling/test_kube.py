@@ -3,6 +3,7 @@ paths, verbs, patch content types, resourceVersion preconditions, Status errors,
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import subprocess
 from pathlib import Path
@@ -18,6 +19,11 @@ from wrapper.scaling.policy import ANNOTATION, Policy, ScaleState, format_wall
 
 NS, NAME = "vllm-dev", "vllm"
 STS = f"/apis/apps/v1/namespaces/{NS}/statefulsets/{NAME}"
+LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{NAME}-activity"
+
+
+def where(path: str) -> str:
+    return {STS: "sts", STS + "/scale": "scale", LEASE: "lease"}[path]
 
 
 @pytest.fixture
@@ -35,23 +41,30 @@ async def test_read_annotate_and_scale_speak_the_api_servers_language(server: Fa
     try:
         obs = await c.read()
         assert (obs.replicas, obs.ready_replicas, obs.activity) == (1, 1, None)
-        rv = obs.resource_version
-        obs2 = await c.annotate(ANNOTATION, "2026-11-23T12:00:00.000Z", rv)
-        assert obs2.activity == "2026-11-23T12:00:00.000Z" and obs2.resource_version != rv
+        obs2 = await c.annotate(ANNOTATION, "2026-11-23T12:00:00.000Z", obs.activity_version)
+        assert obs2.activity == "2026-11-23T12:00:00.000Z" and obs2.activity_version != obs.activity_version
+        assert obs2.resource_version == obs.resource_version  # the StatefulSet was not written
         assert server.annotations[ANNOTATION] == "2026-11-23T12:00:00.000Z"
-        assert server.annotations["checkov.io/skip1"]  # a merge patch: other annotations kept
+        assert server.annotations["vllm-deploy/purpose"]  # a merge patch: other annotations kept
+        assert ANNOTATION not in server.sts_annotations
         assert await c.scale(0, obs2.resource_version) == 0
         assert server.replicas == 0
         obs3 = await c.read()
         assert (obs3.replicas, obs3.ready_replicas) == (0, 0)  # readyReplicas omitted -> 0
     finally:
         await c.close()
-    get1, patch1, patch2, _ = server.requests
-    assert (get1.method, get1.path, get1.content_type, get1.body) == ("GET", STS, None, None)
-    assert (patch1.method, patch1.path, patch1.content_type) == ("PATCH", STS, MERGE)
-    assert patch1.query == {"fieldManager": "vllm-wrapper"}
-    assert patch1.body == {"metadata": {"annotations": {ANNOTATION: "2026-11-23T12:00:00.000Z"}, "resourceVersion": rv}}
-    assert (patch2.method, patch2.path, patch2.content_type) == ("PATCH", STS + "/scale", MERGE)
+    assert [(r.method, where(r.path)) for r in server.requests] == [
+        ("GET", "sts"), ("GET", "lease"),  # read
+        ("PATCH", "lease"), ("GET", "sts"),  # annotate: write the Lease, learn the replica count
+        ("PATCH", "scale"),
+        ("GET", "sts"), ("GET", "lease"),
+    ]
+    get1, patch1, patch2 = server.requests[0], server.requests[2], server.requests[4]
+    assert (get1.content_type, get1.body) == (None, None)
+    assert patch1.content_type == MERGE and patch1.query == {"fieldManager": "vllm-wrapper"}
+    assert patch1.body == {"metadata": {"annotations": {ANNOTATION: "2026-11-23T12:00:00.000Z"},
+                                        "resourceVersion": obs.activity_version}}
+    assert patch2.content_type == MERGE and patch2.query == {"fieldManager": "vllm-wrapper"}
     assert patch2.body == {"spec": {"replicas": 0}, "metadata": {"resourceVersion": obs2.resource_version}}
     assert all(r.status == 200 for r in server.requests)
 
@@ -59,14 +72,15 @@ async def test_read_annotate_and_scale_speak_the_api_servers_language(server: Fa
 async def test_a_stale_resource_version_is_a_conflict(server: FakeAPIServer) -> None:
     c = client(server)
     try:
-        rv = (await c.read()).resource_version
+        obs = await c.read()
         server.touch()  # someone else wrote in between
         with pytest.raises(Conflict) as err:
-            await c.scale(0, rv)
+            await c.scale(0, obs.resource_version)
         assert err.value.status == 409 and err.value.reason == "Conflict"
         assert "the object has been modified" in err.value.message
+        server.touch(lease=True)
         with pytest.raises(Conflict):
-            await c.annotate(ANNOTATION, "x", rv)
+            await c.annotate(ANNOTATION, "x", obs.activity_version)
         assert server.replicas == 1 and ANNOTATION not in server.annotations
     finally:
         await c.close()
@@ -154,7 +168,7 @@ async def test_in_cluster_config_token_rotation_and_tls(tmp_path: Path, monkeypa
             assert (await c.read()).replicas == 1
         finally:
             await c.close()
-        assert [r.authorization for r in server.requests[-2:]] == ["Bearer token-1", "Bearer token-2"]
+        assert [r.authorization for r in server.requests[-4:]] == ["Bearer token-1"] * 2 + ["Bearer token-2"] * 2
 
 
 async def test_the_scaler_retries_conflicts_through_the_real_client(server: FakeAPIServer) -> None:
@@ -171,14 +185,14 @@ async def test_the_scaler_retries_conflicts_through_the_real_client(server: Fake
         server.conflict_next = 1  # hits the annotation write first
         await s.admit()
         assert s.state == ScaleState.READY and server.replicas == 1
-        trace = [(r.method, r.path.removeprefix(STS) or "/", r.status) for r in server.requests]
-        assert trace[:6] == [  # exact prefix
-            ("GET", "/", 200),
-            ("PATCH", "/", 409),  # annotation, stale
-            ("GET", "/", 200),
-            ("PATCH", "/", 200),  # annotation written
-            ("PATCH", "/scale", 200),  # 0 -> 1 with the fresh resourceVersion
-            ("GET", "/", 200),
+        trace = [(r.method, where(r.path), r.status) for r in server.requests]
+        assert trace[:10] == [  # exact prefix
+            ("GET", "sts", 200), ("GET", "lease", 200),
+            ("PATCH", "lease", 409),  # activity, stale
+            ("GET", "sts", 200), ("GET", "lease", 200),
+            ("PATCH", "lease", 200), ("GET", "sts", 200),  # activity written
+            ("PATCH", "scale", 200),  # 0 -> 1 with the StatefulSet's resourceVersion
+            ("GET", "sts", 200), ("GET", "lease", 200),
         ]
         assert s.metrics.wakes._value.get() == 1
     finally:
@@ -190,7 +204,7 @@ def idle_scaler(server: FakeAPIServer) -> Scaler:
     p = s.policy
     p.started = p._confirmed_at = p.clock.monotonic() - 60  # as if it had been watching for a minute
     with server.lock:  # and the last activity anyone published was an hour ago
-        server.objects[(NS, NAME)]["metadata"]["annotations"][ANNOTATION] = format_wall(p.clock.wall() - 3600)
+        server.leases[(NS, f"{NAME}-activity")]["metadata"]["annotations"][ANNOTATION] = format_wall(p.clock.wall() - 3600)
     return s
 
 
@@ -201,19 +215,37 @@ async def test_scale_down_retries_a_conflict_and_then_sleeps(server: FakeAPIServ
         await s.tick()
     finally:
         await s.stop()
-    trace = [(r.method, r.path.removeprefix(STS) or "/", r.status) for r in server.requests]
-    assert trace == [("GET", "/", 200), ("PATCH", "/scale", 409), ("GET", "/", 200), ("PATCH", "/scale", 200)]
+    trace = [(r.method, where(r.path), r.status) for r in server.requests]
+    assert trace == [("GET", "sts", 200), ("GET", "lease", 200), ("PATCH", "scale", 409),
+                     ("GET", "sts", 200), ("GET", "lease", 200), ("PATCH", "scale", 200),
+                     ("GET", "sts", 200), ("GET", "lease", 200)]  # the re-check for a racing request
     assert server.replicas == 0 and s.state == ScaleState.SCALED_TO_ZERO
 
 
-async def test_fresh_activity_written_during_a_scale_down_stops_it(server: FakeAPIServer) -> None:
+async def test_fresh_activity_written_during_a_scale_down_wakes_it_straight_back(server: FakeAPIServer) -> None:
+    """Activity (Lease) and replicas (StatefulSet) are two objects, so no one precondition covers
+    both (resourceVersion is per object: https://kubernetes.io/docs/reference/using-api/api-concepts/
+    #resource-versions). Another wrapper replica publishes activity between our read and our
+    scale-down: the re-read right after it sees the activity and wakes vLLM again."""
     s = idle_scaler(server)
-    server.conflict_next = 1  # another wrapper replica publishes activity right before our PATCH
-    server.conflict_annotations = {ANNOTATION: format_wall(s.policy.clock.wall())}
+    server.on_replicas = lambda old, new: server.set_ready(new)
+    real_scale = s.api.scale
+
+    async def another_replica_writes_first(replicas: int, rv: str | None) -> int:
+        if replicas == 0:
+            with server.lock:
+                lease = server.leases[(NS, f"{NAME}-activity")]
+                lease["metadata"]["annotations"][ANNOTATION] = format_wall(s.policy.clock.wall())
+                lease["metadata"]["resourceVersion"] = server._next_rv()
+        return await real_scale(replicas, rv)
+
+    s.api.scale = another_replica_writes_first  # type: ignore[method-assign]
     try:
         await s.tick()
+        assert s._wake is not None
+        await asyncio.wait_for(s._wake, 10)
     finally:
         await s.stop()
-    trace = [(r.method, r.path.removeprefix(STS) or "/", r.status) for r in server.requests]
-    assert trace == [("GET", "/", 200), ("PATCH", "/scale", 409), ("GET", "/", 200)]
+    scales = [r.body["spec"]["replicas"] for r in server.requests if where(r.path) == "scale"]
+    assert scales == [0, 1]
     assert server.replicas == 1 and s.state == ScaleState.READY

@@ -163,3 +163,37 @@ def test_real_activity_is_published_over_a_garbled_or_missing_value() -> None:
         p.observe(obs(value))  # seen after our activity: idleness counts it, publishing does not
         assert p.publish_due(), value
         assert parse_wall(p.value_to_publish()[0]) == pytest.approx(c.wall(), abs=0.001)
+
+
+def test_a_first_load_longer_than_the_idle_timeout_is_not_idleness() -> None:
+    """vLLM started (by `pulumi up`, a wake, or a crash-restart) and still downloading/loading its
+    model: replicas 1, ready 0. However long that takes, it is never scaled down half-way; the
+    idle clock starts when it becomes ready."""
+    c = FakeClock()
+    p = Policy(IDLE, c)
+    loading = obs(stamp(c, ago=10_000), replicas=1, ready=0)
+    for _ in range(5):  # five idle timeouts of loading, nobody sending requests
+        p.observe(loading)
+        assert not p.should_scale_down(loading)
+        c.advance(IDLE)
+    ready = obs(loading.activity, replicas=1, ready=1)
+    p.observe(ready)
+    c.advance(IDLE - 1)
+    p.observe(ready)
+    assert not p.should_scale_down(ready)  # a user gets one idle timeout to use the loaded model
+    c.advance(1)
+    p.observe(ready)
+    assert p.should_scale_down(ready)
+
+
+def test_a_restart_after_being_ready_is_a_new_load() -> None:
+    c = FakeClock()
+    p = Policy(IDLE, c)
+    p.observe(obs(None))
+    c.advance(IDLE * 3)
+    crashed = obs(None, replicas=1, ready=0)  # the pod restarted: loading again
+    p.observe(crashed)
+    assert not p.should_scale_down(crashed)
+    c.advance(IDLE * 3)
+    p.observe(obs(None))
+    assert not p.should_scale_down(obs(None))

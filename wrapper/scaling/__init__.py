@@ -40,6 +40,7 @@ def build_scaler(
             settings.k8s_namespace,
             settings.k8s_statefulset,
             ANNOTATION,
+            lease=settings.k8s_lease,
             api_url=str(settings.k8s_api_url).rstrip("/") if settings.k8s_api_url else None,
         )
     except KubeError as exc:  # not in a cluster, no namespace: a configuration error, say so at start

@@ -10,6 +10,8 @@
   activity, and scales to zero when the whole service was idle for ``idle_timeout``.
 * Waking publishes activity first, then patches ``/scale`` to 1 with the resourceVersion it
   read: if another replica woke it first, 409 → re-read → already 1 → nothing to do.
+* A scale-down is preconditioned on the StatefulSet's resourceVersion, the activity on the
+  Lease's: right after scaling down, the Lease is read again and fresher activity wakes vLLM.
 * Kubernetes API errors never escape the loop; on the request path they become 503 +
   ``Retry-After`` unless vLLM answers its own ``/health`` (then the request is served).
 """
@@ -195,7 +197,7 @@ class Scaler:
                     return obs
                 value, own = pending
                 try:
-                    obs = await self.api.annotate(ANNOTATION, value, obs.resource_version)
+                    obs = await self.api.annotate(ANNOTATION, value, obs.activity_version)
                 except Conflict:
                     obs = await self.api.read()
                     self._observe(obs)
@@ -227,10 +229,21 @@ class Scaler:
                     "scaled vLLM to zero",
                     extra={"idle_seconds": round(self.policy.idle_for(), 1), "idle_timeout": self.policy.idle},
                 )
-                self._observe(Observation(0, obs.ready_replicas, obs.activity, obs.resource_version))
+                self._observe(Observation(0, obs.ready_replicas, obs.activity, obs.resource_version, obs.activity_version))
+                await self._undo_if_raced()
                 return
         except KubeError as exc:
             self._api_error("scale_down", exc)
+
+    async def _undo_if_raced(self) -> None:
+        """Activity lives on the Lease and the replica count on the StatefulSet: no single
+        precondition covers both. Another replica may have published activity between our read
+        and our scale-down; then that request counts, so wake vLLM straight back up."""
+        obs = await self.api.read()
+        self._observe(obs)
+        if obs.replicas == 0 and self.policy.idle_for() < self.policy.idle:
+            log.info("fresh activity raced the scale-down: waking vLLM again")
+            self._ensure_wake()
 
     # -- the request gate --------------------------------------------------------------------
     async def admit(self) -> None:

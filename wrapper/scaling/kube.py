@@ -1,22 +1,31 @@
-"""The one seam to the Kubernetes API: read the vLLM StatefulSet, write one annotation on it,
-patch its scale subresource. Nothing else in the wrapper talks to Kubernetes.
+"""The one seam to the Kubernetes API: read the vLLM StatefulSet, patch its scale subresource,
+and read/write the shared activity record, a ``coordination.k8s.io`` Lease. Nothing else in the
+wrapper talks to Kubernetes.
+
+Why a Lease and not an annotation on the StatefulSet: writing the StatefulSet needs ``patch`` on
+``statefulsets``, and that verb can rewrite the pod template (any image, as root, on a GPU node,
+with the HF token in its environment). With the record in its own object the Role grants only
+``get`` on the StatefulSet, ``get``/``patch`` on ``statefulsets/scale`` and ``get``/``patch`` on
+that one Lease, all by ``resourceNames`` (the Pulumi program and the chart create the Lease, so no
+``create``, which cannot be limited by name).
 
 Plain aiohttp (already the wrapper's HTTP client) with the pod's service-account token and CA,
 not ``kubernetes-asyncio``: importing that client loads every API model and took the wrapper
 from 60 MB to 97 MB RSS and ~1.2 s longer to start (measured), against a 100 MB budget, for
-three HTTP calls. The calls are exactly what the official clients send:
+four HTTP calls. The calls are exactly what the official clients send:
 
     GET   /apis/apps/v1/namespaces/{ns}/statefulsets/{name}
-    PATCH /apis/apps/v1/namespaces/{ns}/statefulsets/{name}?fieldManager=vllm-wrapper
+    GET   /apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{lease}
+    PATCH /apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{lease}?fieldManager=vllm-wrapper
           application/merge-patch+json  {"metadata": {"resourceVersion": RV, "annotations": {KEY: VALUE}}}
     PATCH /apis/apps/v1/namespaces/{ns}/statefulsets/{name}/scale?fieldManager=vllm-wrapper
           application/merge-patch+json  {"metadata": {"resourceVersion": RV}, "spec": {"replicas": N}}
 
 ``resourceVersion`` in a merge patch is a precondition: the API server answers 409 Conflict
-when the object changed since it was read. That makes "scale to 1 only if still 0" and "scale
-to 0 only if nobody wrote fresher activity" compare-and-swap operations; callers re-read and
-decide again on :class:`Conflict`. The Role allows get/patch of this StatefulSet and its scale
-subresource and nothing else.
+when the object changed since it was read. That makes "scale to 1 only if still 0" and "publish
+activity only over what I read" compare-and-swap operations; callers re-read and decide again
+on :class:`Conflict`. Two objects cannot be swapped together, so a scale-down re-reads the Lease
+right after it and wakes vLLM again if fresher activity landed in between (see ``gate``).
 """
 
 from __future__ import annotations
@@ -64,19 +73,25 @@ class StatefulSetAPI(Protocol):
     async def close(self) -> None: ...
 
 
-def observation(obj: dict[str, Any], annotation: str) -> Observation:
-    """A StatefulSet object (as the API server returns it) → :class:`Observation`."""
-    meta = obj.get("metadata") or {}
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    annotations = meta.get("annotations") or {}
+def observation(sts: dict[str, Any], lease: dict[str, Any], annotation: str) -> Observation:
+    """A StatefulSet and the activity Lease (as the API server returns them) → :class:`Observation`."""
+    meta = sts.get("metadata") or {}
+    spec = sts.get("spec") or {}
+    status = sts.get("status") or {}
+    lease_meta = lease.get("metadata") or {}
     replicas = spec.get("replicas")
     return Observation(
         replicas=1 if replicas is None else int(replicas),  # the API default is 1
         ready_replicas=int(status.get("readyReplicas") or 0),
-        activity=annotations.get(annotation),
+        activity=(lease_meta.get("annotations") or {}).get(annotation),
         resource_version=str(meta.get("resourceVersion") or ""),
+        activity_version=str(lease_meta.get("resourceVersion") or ""),
     )
+
+
+def lease_name(statefulset: str) -> str:
+    """The activity Lease's default name (the Pulumi program and the chart create it)."""
+    return f"{statefulset}-activity"
 
 
 def in_cluster_url() -> str | None:
@@ -98,6 +113,7 @@ class StatefulSetClient:
         name: str,
         annotation: str,
         *,
+        lease: str | None = None,
         api_url: str | None = None,
         sa_dir: Path = SA_DIR,
         timeout: float = 5.0,
@@ -114,7 +130,9 @@ class StatefulSetClient:
         self.namespace = namespace
         self.name = name
         self.annotation = annotation
+        self.lease = lease or lease_name(name)
         self.url = f"{base.rstrip('/')}/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}"
+        self.lease_url = f"{base.rstrip('/')}/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{self.lease}"
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._token: str | None = None
         self._token_read = -1e18
@@ -176,13 +194,17 @@ class StatefulSetClient:
 
     # -- the seam ----------------------------------------------------------------------------
     async def read(self) -> Observation:
-        return observation(await self._call("GET", self.url), self.annotation)
+        sts = await self._call("GET", self.url)
+        return observation(sts, await self._call("GET", self.lease_url), self.annotation)
 
     async def annotate(self, key: str, value: str, resource_version: str | None) -> Observation:
+        """Write ``key: value`` on the Lease; ``resource_version`` is the Lease's (a precondition).
+        Reads the StatefulSet after the write, so a caller learns of a scale-down made meanwhile."""
         meta: dict[str, Any] = {"annotations": {key: value}}
         if resource_version:
             meta["resourceVersion"] = resource_version
-        return observation(await self._call("PATCH", self.url, {"metadata": meta}), self.annotation)
+        lease = await self._call("PATCH", self.lease_url, {"metadata": meta})
+        return observation(await self._call("GET", self.url), lease, self.annotation)
 
     async def scale(self, replicas: int, resource_version: str | None) -> int:
         body: dict[str, Any] = {"spec": {"replicas": int(replicas)}}
@@ -197,4 +219,4 @@ class StatefulSetClient:
             self._session = None
 
 
-__all__ = ["Conflict", "FIELD_MANAGER", "KubeError", "MERGE_PATCH", "StatefulSetAPI", "StatefulSetClient", "observation"]
+__all__ = ["Conflict", "FIELD_MANAGER", "KubeError", "MERGE_PATCH", "StatefulSetAPI", "StatefulSetClient", "lease_name", "observation"]

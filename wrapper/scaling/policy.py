@@ -1,6 +1,7 @@
 """When to wake vLLM and when to let it sleep: pure decisions, no I/O, an injected clock.
 
-Shared state lives in ONE annotation on the vLLM StatefulSet, written by every wrapper replica:
+Shared state lives in ONE annotation on the activity Lease (``<statefulset>-activity``, a
+``coordination.k8s.io/v1`` Lease beside the vLLM StatefulSet), written by every wrapper replica:
 
     vllm-deploy/last-activity: "2026-11-23T12:55:17.123Z"   (RFC 3339, UTC, milliseconds)
 
@@ -61,8 +62,9 @@ class Observation:
 
     replicas: int  # spec.replicas
     ready_replicas: int  # status.readyReplicas (absent = 0)
-    activity: str | None  # the raw annotation value
-    resource_version: str
+    activity: str | None  # the raw annotation value (on the activity Lease)
+    resource_version: str  # the StatefulSet's: the precondition of a /scale patch
+    activity_version: str = ""  # the activity Lease's: the precondition of an activity write
 
     @property
     def state(self) -> ScaleState:
@@ -134,6 +136,10 @@ class Policy:
         self.in_annotation = -math.inf
         self._seen: str | None | object = _NOTHING
         self._confirmed_at = now  # last time this replica read the annotation unchanged
+        # When vLLM last became ready, as this replica saw it. A first start (or a restart) may
+        # spend longer than the idle timeout downloading and loading the model: that is not
+        # idleness, so the idle clock starts again when the model becomes ready.
+        self.ready_at = -math.inf
         self.state = ScaleState.UNKNOWN
 
     # -- inputs ------------------------------------------------------------------------------
@@ -152,6 +158,9 @@ class Policy:
             self.shared = max(self.shared, min(derived, now))
             self._seen = obs.activity
         self._confirmed_at = now
+        # A replica that first sees vLLM already ready is covered by its own start time.
+        if obs.state == ScaleState.READY and self.state in (ScaleState.WAKING, ScaleState.SCALED_TO_ZERO):
+            self.ready_at = now
         self.state = obs.state
         return self.state
 
@@ -169,15 +178,17 @@ class Policy:
     @property
     def last_activity(self) -> float:
         """Monotonic time of the latest activity this replica knows of (own or shared)."""
-        last = max(self.started, self.shared)
+        last = max(self.started, self.shared, self.ready_at)
         return last if self.own is None else max(self.own, last)
 
     def idle_for(self) -> float:
         return self.clock.monotonic() - self.last_activity
 
     def should_scale_down(self, obs: Observation) -> bool:
-        """Scale to zero: replicas are up and nobody (this replica or any other) was active."""
-        return obs.replicas > 0 and self.idle_for() >= self.idle
+        """Scale to zero: vLLM is up and ready, and nobody (this replica or any other) was active
+        for the idle timeout since it became ready. Never while it has not yet become ready since
+        it was (re)started: killing a model download half-way would only make the next one longer."""
+        return obs.replicas > 0 and obs.ready_replicas >= 1 and self.idle_for() >= self.idle
 
     @staticmethod
     def needs_wake(obs: Observation) -> bool:
