@@ -163,3 +163,24 @@ def test_turning_scale_to_zero_off_forces_the_replica_count_back() -> None:
     scaling = next(d for d in run_program("dev") if d.kind == "StatefulSet")
     assert manifests.PATCH_FORCE not in scaling.plain("metadata")["annotations"]
     assert scaling.opts.ignore_changes == ["spec.replicas"]
+
+
+def test_check_says_beforehand_that_a_cache_change_replaces_vllm(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from components.cli import app
+    from components.stackfile import STACKS_DIR
+
+    deployed = CliRunner().invoke(app, ["render", "dev"])
+    assert deployed.exit_code == 0, deployed.output
+    (tmp_path / "last-render.yaml").write_text(deployed.stdout)
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    text = (STACKS_DIR / "Pulumi.dev.yaml").read_text().replace("namespace: vllm-dev", "namespace: vllm-dev\n    cache: {size: 500Gi}")
+    (stacks / "Pulumi.dev.yaml").write_text(text)
+    result = CliRunner().invoke(app, ["check", "dev", "--stacks-dir", str(stacks), "--previous", str(tmp_path / "last-render.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "StatefulSet/vllm: replace (spec.volumeClaimTemplates)" in result.stdout
+    assert "new claims (model-cache-500gi)" in result.stdout
+    unchanged = CliRunner().invoke(app, ["check", "dev", "--previous", str(tmp_path / "last-render.yaml")])
+    assert "changes since --previous:\n    nothing" in unchanged.stdout
