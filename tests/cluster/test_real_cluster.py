@@ -184,3 +184,4 @@ def test_check_says_beforehand_that_a_cache_change_replaces_vllm(tmp_path) -> No
     assert "new claims (model-cache-500gi)" in result.stdout
     unchanged = CliRunner().invoke(app, ["check", "dev", "--previous", str(tmp_path / "last-render.yaml")])
     assert "changes since --previous:\n    nothing" in unchanged.stdout
+

@@ -311,3 +311,14 @@ def test_notes_warn_about_placeholder_secrets(chart):
     values = with_values(secrets={"create": True, "vllmApiKey": manifests.REDACTED})
     notes = render(chart, values, "vllm", "vllm")[NOTES]
     assert "placeholders" in notes and "gated" in notes and "kubectl create secret" not in notes
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_chart_leaves_replicas_to_the_hpa_and_the_scaler(chart, stack):
+    # `helm upgrade` (and an Argo CD sync) applies what the chart renders: a replicas field there
+    # would reset the HPA's count and wake a GPU the wrapper scaled to zero (issue 12).
+    config = load_stack(stack)
+    rendered = render_stack(chart, helm_values(config), config)
+    by_kind = {o["kind"]: o for o in rendered}
+    assert "replicas" not in by_kind["Deployment"]["spec"]
+    assert ("replicas" in by_kind["StatefulSet"]["spec"]) == (not config.scales_to_zero)
