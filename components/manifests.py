@@ -226,6 +226,16 @@ def _vllm_env(config: StackConfig, plan: ServingPlan) -> list[Manifest]:
     ]
     if plan.gpu.is_cpu:
         env.append({"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"})
+        # vLLM's CPU build binds one OpenMP thread per core it can see ("auto"): every host core,
+        # not the container's CPU limit, so a laptop's kind node throttles it. Unbound, it runs
+        # OMP_NUM_THREADS threads: the CPU limit, rounded up by the downward API (divisor 1).
+        env += [
+            {"name": "VLLM_CPU_OMP_THREADS_BIND", "value": "nobind"},
+            {
+                "name": "OMP_NUM_THREADS",
+                "valueFrom": {"resourceFieldRef": {"containerName": "vllm", "resource": "limits.cpu", "divisor": "1"}},
+            },
+        ]
     return env
 
 

@@ -185,3 +185,15 @@ def test_check_says_beforehand_that_a_cache_change_replaces_vllm(tmp_path) -> No
     unchanged = CliRunner().invoke(app, ["check", "dev", "--previous", str(tmp_path / "last-render.yaml")])
     assert "changes since --previous:\n    nothing" in unchanged.stdout
 
+
+
+def test_local_vllm_runs_as_many_cpu_threads_as_its_cpu_limit() -> None:
+    # vLLM's CPU build (vllm/utils/ompmultiprocessing.py): VLLM_CPU_OMP_THREADS_BIND="auto" binds a
+    # thread per visible core, "nobind" leaves the count to OMP_NUM_THREADS. The downward API
+    # gives limits.cpu rounded up to the divisor (kubernetes.io/docs/tasks/inject-data-application/
+    # environment-variable-expose-pod-information/).
+    env = {e["name"]: e for e in find(build("local"), "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["VLLM_CPU_OMP_THREADS_BIND"]["value"] == "nobind"
+    assert env["OMP_NUM_THREADS"]["valueFrom"]["resourceFieldRef"] == {"containerName": "vllm", "resource": "limits.cpu", "divisor": "1"}
+    gpu_env = find(build("dev"), "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "OMP_NUM_THREADS" not in {e["name"] for e in gpu_env}
