@@ -8,14 +8,17 @@ beside it; the rendered objects come from `manifests.build`, the options from th
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from components import changes, manifests, policy
+from components.cli import app
 from components.config import parse_stack_config
 from components.plan import GPU_DRIVER_INSTALL_SECONDS, NODE_PROVISION_SECONDS, serving_plan
-from components.stackfile import load_stack, read_raw, stack_names
+from components.stackfile import STACKS_DIR, load_stack, read_raw, stack_names
 from tests.infra.pulumi_harness import run_program
 
 KUBERNETES_STACKS = [s for s in stack_names() if load_stack(s).target == "kubernetes"]
@@ -165,12 +168,7 @@ def test_turning_scale_to_zero_off_forces_the_replica_count_back() -> None:
     assert scaling.opts.ignore_changes == ["spec.replicas"]
 
 
-def test_check_says_beforehand_that_a_cache_change_replaces_vllm(tmp_path) -> None:
-    from typer.testing import CliRunner
-
-    from components.cli import app
-    from components.stackfile import STACKS_DIR
-
+def test_check_says_beforehand_that_a_cache_change_replaces_vllm(tmp_path: Path) -> None:
     deployed = CliRunner().invoke(app, ["render", "dev"])
     assert deployed.exit_code == 0, deployed.output
     (tmp_path / "last-render.yaml").write_text(deployed.stdout)
