@@ -79,8 +79,9 @@ def secret_digest(secret_values: dict[str, pulumi.Output[str] | None]) -> pulumi
 
 
 def rollout_timeouts(config: StackConfig) -> pulumi.CustomTimeouts:
-    """`pulumi up` waits for vLLM as long as its startup probe would, plus scheduling slack."""
-    minutes = serving_plan(config).startup_budget_seconds // 60 + 10
+    """`pulumi up` waits for vLLM as long as a new GPU node, its driver, the image pull and the
+    startup probe could take (`plan.await_budget_seconds`), rounded up to whole minutes."""
+    minutes = -(-serving_plan(config).await_budget_seconds // 60)
     return pulumi.CustomTimeouts(create=f"{minutes}m", update=f"{minutes}m", delete="10m")
 
 

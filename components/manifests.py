@@ -9,6 +9,7 @@ so nothing here ever sees a plain secret it could leak.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,16 @@ REDACTED = "<redacted>"
 SECRET_DIGEST = "checksum/secrets"
 PRESTOP_SLEEP_SECONDS = 10
 STARTUP_PROBE_PERIOD_SECONDS = 10
+# pulumi-kubernetes reads these annotations (provider/pkg/metadata/annotations.go).
+SKIP_AWAIT = "pulumi.com/skipAwait"
+PATCH_FORCE = "pulumi.com/patchForce"
+# Pod Security Admission: the namespace enforces what every pod in it meets (vLLM's image runs as
+# root, so `baseline`) and audits `restricted`, which the wrapper meets.
+POD_SECURITY_LABELS = {
+    "pod-security.kubernetes.io/enforce": "baseline",
+    "pod-security.kubernetes.io/warn": "baseline",
+    "pod-security.kubernetes.io/audit": "restricted",
+}
 
 Manifest = dict[str, Any]
 
@@ -101,10 +112,12 @@ def app_version(config: StackConfig) -> str:
     return image.rsplit("@", 1)[-1][:63].replace(":", "-") if "@" in image else image.rsplit(":", 1)[-1]
 
 
-def labels(config: StackConfig, component: str) -> dict[str, str]:
+def labels(config: StackConfig, component: str, versioned: bool = True) -> dict[str, str]:
+    """`versioned=False` for Services: an image bump must not update (and so re-await) them."""
+    version = {"app.kubernetes.io/version": app_version(config)} if versioned else {}
     return {
         **selector(config, component),
-        "app.kubernetes.io/version": app_version(config),
+        **version,
         "app.kubernetes.io/part-of": "vllm-deploy",
         "app.kubernetes.io/managed-by": "pulumi",
     }
@@ -168,7 +181,10 @@ def namespace(config: StackConfig) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": config.kubernetes.namespace, "labels": labels(config, "namespace")},
+        "metadata": {
+            "name": config.kubernetes.namespace,
+            "labels": {**labels(config, "namespace"), **POD_SECURITY_LABELS},
+        },
     }
 
 
@@ -212,6 +228,16 @@ def _vllm_env(config: StackConfig, plan: ServingPlan) -> list[Manifest]:
     ]
     if plan.gpu.is_cpu:
         env.append({"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"})
+        # vLLM's CPU build binds one OpenMP thread per core it can see ("auto"): every host core,
+        # not the container's CPU limit, so a laptop's kind node throttles it. Unbound, it runs
+        # OMP_NUM_THREADS threads: the CPU limit, rounded up by the downward API (divisor 1).
+        env += [
+            {"name": "VLLM_CPU_OMP_THREADS_BIND", "value": "nobind"},
+            {
+                "name": "OMP_NUM_THREADS",
+                "valueFrom": {"resourceFieldRef": {"containerName": "vllm", "resource": "limits.cpu", "divisor": "1"}},
+            },
+        ]
     return env
 
 
@@ -232,11 +258,22 @@ def _gpu_placement(config: StackConfig, plan: ServingPlan) -> Manifest:
     return {"nodeSelector": dict(node_selector), "tolerations": tolerations}
 
 
+def cache_claim_name(config: StackConfig, plan: ServingPlan) -> str:
+    """The cache's claim template is named by its size and class, so a change to either replaces the
+    StatefulSet (volumeClaimTemplates are immutable) with one whose pods get new, right-sized
+    claims, instead of remounting the retained claims of the old name at their old size."""
+    name = f"model-cache-{plan.cache_size.lower().replace('.', '-')}"
+    if storage_class := config.kubernetes.cache.storage_class:
+        name += "-" + hashlib.sha256(storage_class.encode()).hexdigest()[:6]
+    return name
+
+
 def vllm_statefulset(config: StackConfig, plan: ServingPlan, secret_digest: Any = REDACTED) -> Manifest:
     n = names(config)
     budget = plan.startup_budget_seconds
+    claim = cache_claim_name(config, plan)
     cache_claim: Manifest = {
-        "metadata": {"name": "model-cache"},
+        "metadata": {"name": claim},
         "spec": {
             "accessModes": ["ReadWriteOnce"],
             "resources": {"requests": {"storage": plan.cache_size}},
@@ -262,7 +299,7 @@ def vllm_statefulset(config: StackConfig, plan: ServingPlan, secret_digest: Any 
         # Endpoints drop the pod before vLLM gets SIGTERM, then vLLM drains in-flight requests.
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SLEEP_SECONDS)]}}},
         "volumeMounts": [
-            {"name": "model-cache", "mountPath": CACHE_MOUNT},
+            {"name": claim, "mountPath": CACHE_MOUNT},
             {"name": "dshm", "mountPath": "/dev/shm"},
         ],
         "securityContext": dict(_RESTRICTED_CONTAINER),
@@ -281,7 +318,10 @@ def vllm_statefulset(config: StackConfig, plan: ServingPlan, secret_digest: Any 
                     "CKV_K8S_22": "vLLM writes compile caches under its home directory",
                     **_image_skips(config.vllm.image),
                 }
-            ),
+            )
+            # Always on, the stack owns spec.replicas again: force the apply over the field manager
+            # a scaler's /scale PATCH left on it (pulumi-kubernetes await.go patchForce).
+            | ({} if plan.scales_to_zero else {PATCH_FORCE: "true"}),
         ),
         "spec": {
             "serviceName": n.headless,
@@ -315,7 +355,13 @@ def _service(config: StackConfig, name: str, component: str, port: int, headless
         spec |= {"clusterIP": "None", "publishNotReadyAddresses": True}
     else:
         spec["type"] = "ClusterIP"
-    return {"apiVersion": "v1", "kind": "Service", "metadata": _metadata(config, name, component), "spec": spec}
+    metadata = {"name": name, "namespace": config.kubernetes.namespace, "labels": labels(config, component, versioned=False)}
+    if component == "vllm":
+        # pulumi-kubernetes awaits a Service until its Endpoints list a ready address
+        # (provider/pkg/await/service.go, 10 min by default): for vLLM that proves nothing the
+        # StatefulSet's longer await does not, and at zero replicas it fails every later update.
+        metadata["annotations"] = {SKIP_AWAIT: "true"}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec}
 
 
 def vllm_network_policy(config: StackConfig) -> Manifest:

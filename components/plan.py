@@ -27,6 +27,14 @@ MIN_STARTUP_SECONDS = 600
 UNKNOWN_WEIGHTS_GIB = 16.0
 # The model cache when the model's size is unknown.
 UNKNOWN_CACHE_SIZE = "200Gi"
+# Before the startup probe's clock starts, a GPU pod waits for a node: the autoscaler provisions
+# one (GKE and Karpenter GPU nodes take 3-10 min), the NVIDIA driver installs (GKE's installer
+# DaemonSet or the GPU operator, ~5 min), and the kubelet pulls vLLM's image (~10 GiB, assumed at
+# 50 MiB/s). `pulumi up` must wait for all of it, not only for the model to load.
+NODE_PROVISION_SECONDS = 600
+GPU_DRIVER_INSTALL_SECONDS = 300
+VLLM_IMAGE_GIB = {"gpu": 10, "cpu": 3}
+IMAGE_PULL_MIB_PER_SECOND = 50
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,8 @@ class ServingPlan:
     vllm_args: tuple[str, ...]
     # How long a replica may take from start to ready.
     startup_budget_seconds: int
+    # How long a new replica may stay Pending (node, driver, image pull) before its container starts.
+    pending_budget_seconds: int
     # Seconds vLLM drains in-flight requests on SIGTERM.
     shutdown_timeout: int
     # The model cache per replica: twice the weights, so a new revision fits beside the old.
@@ -135,6 +145,11 @@ class ServingPlan:
     def scales_to_zero(self) -> bool:
         return self.idle_timeout > 0
 
+    @property
+    def await_budget_seconds(self) -> int:
+        """How long a deploy waits for vLLM to become ready: from Pending to the startup probe's end."""
+        return self.pending_budget_seconds + self.startup_budget_seconds
+
 
 # ---------------------------------------------------------------- decisions
 
@@ -146,6 +161,14 @@ def startup_budget_seconds(config: StackConfig) -> int:
     estimate = weights * 1024 / DOWNLOAD_MIB_PER_SECOND + weights / LOAD_GIB_PER_SECOND
     seconds = max(MIN_STARTUP_SECONDS, FIXED_STARTUP_SECONDS + estimate)
     return int(math.ceil(seconds / 60) * 60)
+
+
+def pending_budget_seconds(gpu: GpuPlan) -> int:
+    """A CPU pod (kind, minikube) lands on a running node; a GPU pod may wait for a new one."""
+    pull = VLLM_IMAGE_GIB["cpu" if gpu.is_cpu else "gpu"] * 1024 // IMAGE_PULL_MIB_PER_SECOND
+    if gpu.is_cpu:
+        return pull
+    return NODE_PROVISION_SECONDS + GPU_DRIVER_INSTALL_SECONDS + pull
 
 
 def cache_size(config: StackConfig) -> str:
@@ -207,6 +230,7 @@ def serving_plan(config: StackConfig) -> ServingPlan:
         vllm_port=VLLM_PORT,
         vllm_args=vllm_args(config, gpu),
         startup_budget_seconds=budget,
+        pending_budget_seconds=pending_budget_seconds(gpu),
         shutdown_timeout=config.vllm.shutdown_timeout,
         cache_size=cache_size(config),
         idle_timeout=config.idle_timeout,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 
-from components.manifests import Manifest
+from components.manifests import SKIP_AWAIT, Manifest
 from components.secrets import secret_flag
 
 _SECRET_NAME = re.compile(r"(^|_)(KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
@@ -110,6 +110,70 @@ def labelled(objects: list[Manifest]) -> list[str]:
     return found
 
 
+def awaited(objects: list[Manifest]) -> list[str]:
+    """Services never wait on vLLM (the StatefulSet's await does, with its budget), and carry no
+    label an image bump changes (pulumi-kubernetes provider/pkg/await/service.go waits 10 min for a
+    ready endpoint on every create *and* update)."""
+    found = []
+    for obj in objects:
+        if obj["kind"] != "Service":
+            continue
+        where = f"Service/{obj['metadata']['name']}"
+        if "app.kubernetes.io/version" in obj["metadata"].get("labels", {}):
+            found.append(f"{where}: app.kubernetes.io/version label, so an image bump updates and re-awaits it")
+        selects_vllm = obj["spec"].get("selector", {}).get("app.kubernetes.io/component") == "vllm"
+        if selects_vllm and obj["metadata"].get("annotations", {}).get(SKIP_AWAIT) != "true":
+            found.append(f"{where}: selects vLLM's pods without {SKIP_AWAIT}: \"true\" (waits 10 min for a loading or sleeping vLLM)")
+    return found
+
+
+_BASELINE_VOLUMES = {"emptyDir", "persistentVolumeClaim", "secret", "configMap", "projected", "downwardAPI", "ephemeral", "csi"}
+
+
+def pod_security_level(template: Manifest) -> str:
+    """The strictest Pod Security Standard a pod template meets, for the fields this project sets
+    (https://kubernetes.io/docs/concepts/security/pod-security-standards/)."""
+    spec = template["spec"]
+    containers = spec["containers"]
+    host = any(spec.get(f) for f in ("hostNetwork", "hostPID", "hostIPC"))
+    privileged = any(c.get("securityContext", {}).get("privileged") for c in containers)
+    host_path = any("hostPath" in v for v in spec.get("volumes", []))
+    if host or privileged or host_path:
+        return "privileged"
+    pod_context = spec.get("securityContext", {})
+    non_root = all(c.get("securityContext", {}).get("runAsNonRoot", pod_context.get("runAsNonRoot")) for c in containers)
+    restricted_ok = (
+        non_root
+        and pod_context.get("seccompProfile", {}).get("type") == "RuntimeDefault"
+        and all(c.get("securityContext", {}).get("allowPrivilegeEscalation") is False for c in containers)
+        and all("ALL" in c.get("securityContext", {}).get("capabilities", {}).get("drop", []) for c in containers)
+        and all(set(v) - {"name"} <= _BASELINE_VOLUMES for v in spec.get("volumes", []))
+    )
+    return "restricted" if restricted_ok else "baseline"
+
+
+_LEVELS = ("privileged", "baseline", "restricted")
+
+
+def pod_security(objects: list[Manifest]) -> list[str]:
+    """The namespace enforces a Pod Security level every pod meets; the wrapper meets restricted."""
+    found = []
+    enforced = None
+    for obj in objects:
+        if obj["kind"] == "Namespace":
+            enforced = obj["metadata"].get("labels", {}).get("pod-security.kubernetes.io/enforce")
+            if enforced not in ("baseline", "restricted"):
+                found.append(f"Namespace/{obj['metadata']['name']}: enforces Pod Security {enforced or 'nothing'}, not baseline or stricter")
+    for obj, template in _pods(objects):
+        level = pod_security_level(template)
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        if enforced in _LEVELS and _LEVELS.index(level) < _LEVELS.index(enforced):
+            found.append(f"{where}: meets Pod Security {level}, but its namespace enforces {enforced}")
+        if template["metadata"]["labels"].get("app.kubernetes.io/component") == "wrapper" and level != "restricted":
+            found.append(f"{where}: the wrapper meets only Pod Security {level}, not restricted")
+    return found
+
+
 RULES: dict[str, Callable[[list[Manifest]], list[str]]] = {
     "pinned-images": pinned_images,
     "bounded-resources": bounded_resources,
@@ -118,6 +182,8 @@ RULES: dict[str, Callable[[list[Manifest]], list[str]]] = {
     "restricted": restricted,
     "fenced": fenced,
     "labelled": labelled,
+    "awaited": awaited,
+    "pod-security": pod_security,
 }
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
 
 import typer
+import yaml
 
-from components import policy
+from components import changes, policy
 from components.cli.common import DEFAULT_STACKS_DIR, StackArg, StacksDir, load
 from components.config import StackConfig
 from components.fit import FitReport
@@ -54,12 +57,33 @@ def format_lines(stack: str, config: StackConfig, checked: Checked) -> list[str]
     return lines
 
 
-def check(stack: StackArg, stacks_dir: StacksDir = DEFAULT_STACKS_DIR) -> None:
+Previous = Annotated[
+    Path | None,
+    typer.Option(
+        "--previous",
+        help="What `vllm-deploy render STACK` printed for the deployed stack: say what `pulumi up` will replace.",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+
+
+def change_lines(config: StackConfig, previous: Path) -> list[str]:
+    before = [doc for doc in yaml.safe_load_all(previous.read_text()) if doc]
+    after = target_of(config).objects(config) or []
+    found = changes.consequences(before, after)
+    return ["  changes since --previous:", *[f"    {line}" for line in found or ["nothing"]]]
+
+
+def check(stack: StackArg, stacks_dir: StacksDir = DEFAULT_STACKS_DIR, previous: Previous = None) -> None:
     """Validate a stack file and show what it implies (GPU fit, tensor parallelism, startup budget)."""
     config = load(stack, stacks_dir)
     checked = check_stack(config)
     for line in format_lines(stack, config, checked):
         typer.echo(line)
+    if previous is not None:
+        for line in change_lines(config, previous):
+            typer.echo(line)
     if not checked.ok:
         raise typer.Exit(1)
     idle = f"after {config.idle_timeout} s idle" if config.scales_to_zero else "never (always on)"

@@ -64,15 +64,34 @@ def normalise(objs: list[Manifest]) -> list[Manifest]:
       dropped, as are the chart's `checksum/*` annotations (they roll pods on config changes);
       an annotations map left empty is dropped;
     - Secrets: `data` and `stringData` merge into `stringData` with every value replaced by one
-      marker, so Secrets are compared by key only (Pulumi renders REDACTED, a chart real values).
+      marker, so Secrets are compared by key only (Pulumi renders REDACTED, a chart real values);
+    - `spec.replicas` of a workload another controller scales (the HPA's Deployment; with
+      scale-to-zero the StatefulSet the scaler Role may patch) is dropped: Pulumi sets it on create
+      and ignores it after (ignore_changes), the chart leaves it out so an upgrade never resets it.
     """
     result = [copy.deepcopy(obj) for obj in objs]
+    scaled = _scaled_by_others(result)
     for obj in result:
         _clean_metadata(obj)
+        if (obj.get("kind"), obj.get("metadata", {}).get("name")) in scaled:
+            obj["spec"].pop("replicas", None)
         if obj.get("kind") == "Secret":
             keys = {**(obj.pop("data", None) or {}), **(obj.get("stringData") or {})}
             obj["stringData"] = {key: SECRET_VALUE for key in keys}
     return sorted(result, key=identity)
+
+
+def _scaled_by_others(objs: list[Manifest]) -> set[tuple[str, str]]:
+    scaled = set()
+    for obj in objs:
+        if obj.get("kind") == "HorizontalPodAutoscaler":
+            target = obj["spec"]["scaleTargetRef"]
+            scaled.add((target["kind"], target["name"]))
+        if obj.get("kind") == "Role":
+            for rule in obj["rules"]:
+                if "statefulsets/scale" in rule["resources"] and "patch" in rule["verbs"]:
+                    scaled |= {("StatefulSet", name) for name in rule.get("resourceNames", [])}
+    return scaled
 
 
 def _clean_metadata(node: Any) -> None:

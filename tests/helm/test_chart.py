@@ -254,7 +254,8 @@ def test_conventional_labels_and_no_hard_coded_namespace(chart):
         labels = obj["metadata"]["labels"]
         assert labels["app.kubernetes.io/name"] == "vllm-deploy"
         assert labels["app.kubernetes.io/instance"] == "rel"
-        assert labels["app.kubernetes.io/version"] == "v0.32.0"
+        # Services carry no version: an image bump must not update and re-await them.
+        assert labels.get("app.kubernetes.io/version", "none") == ("none" if obj["kind"] == "Service" else "v0.32.0")
         assert labels["app.kubernetes.io/component"]
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
         assert labels["helm.sh/chart"] == "vllm-deploy-0.1.0"
@@ -269,7 +270,8 @@ def test_version_label_of_an_image_digest_matches_manifests(chart):
     image = "vllm/vllm-openai@sha256:" + "0f" * 32
     objs = objects(render(chart, with_values(vllm={"image": image}), "vllm", "vllm"))
     config = parse_stack_config({"model": {"id": "x/y"}, "vllm": {"image": image}}, require_secrets=False)
-    assert {o["metadata"]["labels"]["app.kubernetes.io/version"] for o in objs} == {manifests.app_version(config)}
+    versioned = [o for o in objs if o["kind"] != "Service"]
+    assert {o["metadata"]["labels"]["app.kubernetes.io/version"] for o in versioned} == {manifests.app_version(config)}
 
 
 def test_scale_to_zero_rbac_and_env_only_with_an_idle_timeout(chart):
@@ -314,3 +316,14 @@ def test_notes_warn_about_placeholder_secrets(chart):
     values = with_values(secrets={"create": True, "vllmApiKey": manifests.REDACTED})
     notes = render(chart, values, "vllm", "vllm")[NOTES]
     assert "placeholders" in notes and "gated" in notes and "kubectl create secret" not in notes
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_chart_leaves_replicas_to_the_hpa_and_the_scaler(chart, stack):
+    # `helm upgrade` (and an Argo CD sync) applies what the chart renders: a replicas field there
+    # would reset the HPA's count and wake a GPU the wrapper scaled to zero (issue 12).
+    config = load_stack(stack)
+    rendered = render_stack(chart, helm_values(config), config)
+    by_kind = {o["kind"]: o for o in rendered}
+    assert "replicas" not in by_kind["Deployment"]["spec"]
+    assert ("replicas" in by_kind["StatefulSet"]["spec"]) == (not config.scales_to_zero)

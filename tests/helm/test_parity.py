@@ -184,9 +184,9 @@ def test_normalisation_keeps_everything_but_what_it_documents(chart):
     assert differences(normalise(rendered), normalise(pulumi)) == []
 
     changed = copy.deepcopy(pulumi)
-    next(o for o in changed if o["kind"] == "Deployment")["spec"]["replicas"] = "1"  # str, not int
+    next(o for o in changed if o["kind"] == "PodDisruptionBudget")["spec"]["maxUnavailable"] = "1"  # str, not int
     assert differences(normalise(rendered), normalise(changed)) == [
-        "Deployment/vllm-local/vllm-wrapper: spec.replicas: chart 1 != manifests.py '1'"
+        "PodDisruptionBudget/vllm-local/vllm-wrapper: spec.maxUnavailable: chart 1 != manifests.py '1'"
     ]
     changed = copy.deepcopy(pulumi)
     next(o for o in changed if o["kind"] == "Service")["metadata"]["labels"]["app.kubernetes.io/part-of"] = "x"

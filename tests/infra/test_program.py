@@ -114,7 +114,7 @@ def test_secrets_are_secret_in_state_and_reach_containers_only_by_reference(stac
             for value in TEST_SECRETS.values():
                 assert value not in text, f"a secret value is plain in {d.name}"
             env = d.plain("spec")["template"]["spec"]["containers"][0]["env"]
-            keyed = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "valueFrom" in e}
+            keyed = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "secretKeyRef" in e.get("valueFrom", {})}
             assert keyed["VLLM_API_KEY"] == {"name": "vllm-secrets", "key": "VLLM_API_KEY"}
             assert "--api-key" not in d.plain("spec")["template"]["spec"]["containers"][0].get("args", [])
 

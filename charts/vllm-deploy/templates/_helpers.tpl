@@ -53,7 +53,9 @@ All labels of an object; call with (dict "ctx" $ "component" "vllm").
 */}}
 {{- define "vllm-deploy.labels" -}}
 {{ include "vllm-deploy.selectorLabels" . }}
+{{- if not .unversioned }}
 app.kubernetes.io/version: {{ include "vllm-deploy.version" .ctx | quote }}
+{{- end }}
 app.kubernetes.io/part-of: vllm-deploy
 app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
@@ -67,6 +69,18 @@ name: {{ .name }}
 namespace: {{ .ctx.Release.Namespace }}
 labels:
   {{- include "vllm-deploy.labels" . | nindent 2 }}
+{{- end -}}
+
+{{/*
+The model cache's claim template, named by size and class: a change to either replaces the
+StatefulSet with one whose pods get new, right-sized claims (components/manifests.py).
+*/}}
+{{- define "vllm-deploy.cacheClaimName" -}}
+{{- $name := printf "model-cache-%s" (.Values.kubernetes.cache.size | default "200Gi" | lower | replace "." "-") -}}
+{{- with .Values.kubernetes.cache.storageClass -}}
+{{- $name = printf "%s-%s" $name (sha256sum . | trunc 6) -}}
+{{- end -}}
+{{- $name -}}
 {{- end -}}
 
 {{/*
