@@ -159,7 +159,13 @@ class AppSpec:
 
     @classmethod
     def from_plan(
-        cls, plan: ServingPlan, modal: ModalConfig, *, app_name: str, wrapper_requirements: tuple[str, ...] = ()
+        cls,
+        plan: ServingPlan,
+        modal: ModalConfig,
+        *,
+        app_name: str,
+        secret_name: str,
+        wrapper_requirements: tuple[str, ...] = (),
     ) -> AppSpec:
         """The Modal app for a validated `target: modal` stack: its serving plan and its `modal` section."""
         idle = plan.idle_timeout or None
@@ -173,7 +179,7 @@ class AppSpec:
         return cls(
             architecture=architecture,
             app_name=app_name,
-            secret_name=modal.secret_name,
+            secret_name=secret_name,
             model_id=plan.model_id,
             served_model_name=plan.served_name,
             gpu_type=plan.gpu.type,
