@@ -86,7 +86,8 @@ def test_wrapper_image_ships_the_repository_wrapper_package_itself(dev):
 def test_gpu_image_pins_the_kubernetes_vllm_release_and_caches_weights_on_the_volume(dev, prod):
     for spec, module in (dev, prod):
         commands = dockerfile_commands(module.serve_vllm)
-        assert commands[0] == "FROM nvidia/cuda:12.8.0-devel-ubuntu22.04"
+        # vllm==0.32.0's wheel links libcudart.so.13 (read from the wheel): a CUDA 13 toolkit.
+        assert commands[0] == "FROM nvidia/cuda:13.0.0-devel-ubuntu22.04"
         config = load_stack("modal-dev" if spec.architecture == "autoscale" else "modal-prod")
         release = config.vllm.image.rsplit(":v", 1)[1]
         assert any(c.endswith(f"vllm=={release}") for c in commands)
