@@ -240,12 +240,16 @@ class KubernetesConfig(Section):
 class ModalConfig(Section):
     architecture: Literal["integrated", "autoscale"] = "autoscale"
     app_name: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
-    secret_name: str = "vllm-secrets"
-    # Per-request limit on the GPU function; the integrated server ran for up to 24 h.
-    function_timeout: Seconds = 86400
+    # The stack's own Modal Secret; default `vllm-secrets-<stack>`. Naming one that exists adopts it:
+    # the stack writes its keys into it but never deletes it (migration from the shared `vllm-secrets`).
+    secret_name: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$")
+    # Per-request limit on each function (a web request is one Modal input): one stuck stream holds
+    # the GPUs this long at most. The old integrated server allowed 24 h.
+    function_timeout: Seconds = 1800
     max_concurrent_inputs: int = Field(default=32, ge=1)
     min_containers: int = Field(default=0, ge=0)
-    max_containers: int | None = Field(default=None, ge=1)
+    # GPU containers at most: a burst queues instead of starting more GPUs (the cost ceiling).
+    max_containers: int = Field(default=1, ge=1)
     # The vLLM release pip-installed in the Modal GPU image; default: the vllm.image tag (v0.32.0 → 0.32.0).
     vllm_version: str | None = Field(default=None, pattern=r"^\d+(\.\d+){1,3}(\.post\d+)?$")
     # Concurrent requests per always-on wrapper container (autoscale).
@@ -302,6 +306,11 @@ class StackConfig(Section):
             if self.idle_timeout and not 2 <= self.idle_timeout <= 3600:
                 problems.append(
                     ("idleTimeout", "Modal's scale-down window is 2 s … 1 h; use a value in that range or 'never'")
+                )
+            if self.modal.min_containers > self.modal.max_containers:
+                problems.append(
+                    ("modal.maxContainers", f"{self.modal.max_containers} is below modal.minContainers "
+                     f"{self.modal.min_containers}; raise maxContainers or lower minContainers")
                 )
         if problems:
             raise ValueError("\n".join(f"{key}: {msg}" for key, msg in problems))
@@ -394,6 +403,14 @@ def missing_secrets(config: StackConfig) -> list[str]:
             "`pulumi config set --secret hfToken < ~/.secrets/hf-token`, "
             "or set model.gated: false for a public model"
         )
+    if config.target == "modal" and config.modal.architecture == "autoscale":
+        for key in ("modalProxyTokenId", "modalProxyTokenSecret"):
+            if key not in config.secrets_present:
+                problems.append(
+                    f"{key}: required for autoscale (the GPU endpoint takes only the wrapper's proxy auth token); "
+                    "create a token at https://modal.com/settings/proxy-auth-tokens, then "
+                    f"`pulumi config set --secret {key} < file`"
+                )
     return problems
 
 

@@ -15,6 +15,8 @@ The formula (all prices per hour, a month is ``DAYS_PER_MONTH`` = 30 days, as in
                     (on Modal, containers kept warm by modal.minContainers count 24 h/day)
 
     saving        = 1 − scale_to_zero / always_on
+    worst_case    = (gpu_hourly × gpu.count × modal.maxContainers + wrapper/h) × 24 × 30
+                    (Modal: the most the bounds allow, every GPU container busy all month)
     break-even    = the least active_h/day at which gpu_h/day reaches 24: from there on the
                     GPU never gets released, scaling to zero saves nothing and only adds
                     cold starts, so always-on is the better choice.
@@ -217,6 +219,11 @@ class Estimate:
     days_per_month: float
     always_on_monthly: float
     break_even_active_hours_per_day: float
+    # Modal: the ceiling modal.maxContainers allows (every GPU container busy all month).
+    max_containers: int | None = None
+    worst_case_monthly: float | None = None
+    # Modal: the most one request can hold a GPU container (modal.functionTimeout).
+    request_timeout_seconds: int | None = None
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -227,8 +234,9 @@ class Estimate:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         # Money in cents, fractions and hours to 4 places: what a CI check compares.
-        for key in ("always_on_monthly",):
-            data[key] = round(data[key], 2)
+        for key in ("always_on_monthly", "worst_case_monthly"):
+            if data[key] is not None:
+                data[key] = round(data[key], 2)
         data["break_even_active_hours_per_day"] = round(data["break_even_active_hours_per_day"], 2)
         for row in data["rows"]:
             row["scale_to_zero_monthly"] = round(row["scale_to_zero_monthly"], 2)
@@ -321,6 +329,10 @@ def estimate(
 
     per_hour = deployment_hourly(hourly_per_gpu, count, replicas)
     on = always_on_monthly(per_hour, wrapper.hourly, days)
+    bounds = target.cost_bounds(config)
+    worst = None
+    if bounds is not None:
+        worst = always_on_monthly(deployment_hourly(hourly_per_gpu, count, bounds.max_containers), wrapper.hourly, days)
     tail = idle_timeout + node_release + cold_start
     rows = []
     for active in hours:
@@ -350,6 +362,9 @@ def estimate(
         days_per_month=days,
         always_on_monthly=on,
         break_even_active_hours_per_day=0.0 if warm_fraction >= 1 else break_even_hours(tail, wakes_per_day),
+        max_containers=bounds.max_containers if bounds else None,
+        worst_case_monthly=worst,
+        request_timeout_seconds=bounds.request_timeout_seconds if bounds else None,
         rows=rows,
         notes=notes,
     )

@@ -33,7 +33,7 @@ from pulumi.runtime import rpc
 from components.config import StackConfig
 from components.modal_app import AppSpec, SpecError, source_hash, wrapper_requirements
 from components.plan import serving_plan
-from components.secrets import SECRETS
+from components.secrets import MODAL_PROXY_TOKEN, SECRETS
 
 T = TypeVar("T")
 
@@ -51,7 +51,9 @@ class Deployed:
 class ModalClient(Protocol):
     """The boundary to Modal's servers: the only thing tests replace."""
 
-    async def upsert_secret(self, name: str, values: Mapping[str, str]) -> None: ...
+    async def upsert_secret(self, name: str, values: Mapping[str, str]) -> bool:
+        """Write every key; True when this call created the secret, False when it existed already."""
+        ...
 
     async def delete_secret(self, name: str) -> None: ...
 
@@ -63,13 +65,18 @@ class ModalClient(Protocol):
 class ModalSdkClient:
     """`ModalClient` on the Modal SDK (1.6), async forms; credentials from env or ~/.modal.toml."""
 
-    async def upsert_secret(self, name: str, values: Mapping[str, str]) -> None:
+    async def upsert_secret(self, name: str, values: Mapping[str, str]) -> bool:
         import modal
+        from modal.exception import AlreadyExistsError
 
         env = dict(values)
-        # create() keeps an existing secret's values; update() then overwrites every key.
-        await modal.Secret.objects.create.aio(name, env, allow_existing=True)
-        await modal.Secret.from_name(name).update.aio(env)
+        try:
+            await modal.Secret.objects.create.aio(name, env)  # allow_existing=False: raises if it exists
+            return True
+        except AlreadyExistsError:
+            # An existing secret (adopted, or ours from an earlier run): overwrite every key.
+            await modal.Secret.from_name(name).update.aio(env)
+            return False
 
     async def delete_secret(self, name: str) -> None:
         import modal
@@ -183,18 +190,21 @@ class _ModalProvider(ResourceProvider):
 
 
 class ModalSecretProvider(_ModalProvider):
-    """A named Modal Secret. Outputs: name, keys, version (bumped on each change) and values (secret)."""
+    """A named Modal Secret. Outputs: name, keys, version (bumped on each change), values (secret)
+    and `created`: whether this stack created it. Only a secret the stack created is deleted with
+    it; an adopted one (it existed before the stack's first `pulumi up`) is left as it is."""
 
     @staticmethod
-    def _outs(name: str, values: dict[str, str], version: int) -> dict[str, Any]:
+    def _outs(name: str, values: dict[str, str], version: int, created: bool) -> dict[str, Any]:
         # Returned wrapped as a secret: the engine stores the values encrypted, never in plain state.
-        return {"name": name, "values": rpc.wrap_rpc_secret(values), "keys": sorted(values), "version": version}
+        return {"name": name, "values": rpc.wrap_rpc_secret(values), "keys": sorted(values), "version": version,
+                "created": created}  # fmt: skip
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         client = self.client()
         values = _secret_values(props)
-        _run(client.upsert_secret(props["name"], values))
-        return CreateResult(props["name"], self._outs(props["name"], values, 1))
+        created = _run(client.upsert_secret(props["name"], values))
+        return CreateResult(props["name"], self._outs(props["name"], values, 1, bool(created)))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         replaces = ["name"] if olds.get("name") != news.get("name") else []
@@ -207,9 +217,14 @@ class ModalSecretProvider(_ModalProvider):
         client = self.client()
         values = _secret_values(news)
         _run(client.upsert_secret(news["name"], values))
-        return UpdateResult(self._outs(news["name"], values, int(olds.get("version") or 0) + 1))
+        # The same name (a rename is a replace): who created it does not change.
+        return UpdateResult(self._outs(news["name"], values, int(olds.get("version") or 0) + 1, olds.get("created") is True))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
+        if props.get("created") is not True:
+            # Adopted, or recorded before the stack tracked it: not the stack's to delete.
+            pulumi.log.info(f"Modal Secret {props['name']!r} was not created by this stack; left in place")
+            return
         client = self.client()
         _run(client.delete_secret(props["name"]))
 
@@ -272,7 +287,8 @@ class ModalSecret(DynamicResource, module="modal", name="Secret"):
     def __init__(self, name: str, secret_name: str, values: pulumi.Input[dict[str, str]],
                  opts: pulumi.ResourceOptions | None = None, *, client: ModalClient | None = None) -> None:  # fmt: skip
         opts = pulumi.ResourceOptions.merge(opts, secret_resource_options())
-        props = {"name": secret_name, "values": pulumi.Output.secret(values), "keys": None, "version": None}
+        props = {"name": secret_name, "values": pulumi.Output.secret(values), "keys": None, "version": None,
+                 "created": None}  # fmt: skip
         super().__init__(ModalSecretProvider(client), name, props, opts)
 
 
@@ -310,7 +326,7 @@ def app_inputs(spec: AppSpec, app_source_hash: str, secret_version: Any) -> dict
 def secret_env(values: Mapping[str, str | None]) -> dict[str, str]:
     """Stack secrets → the Modal Secret's keys; unset ones are "" (the wrapper reads "" as unset)."""
     env: dict[str, str] = {}
-    for key in SECRETS:  # the old deployments' names too, for users' scripts
+    for key in (*SECRETS, *MODAL_PROXY_TOKEN):  # the old deployments' names too, for users' scripts
         for name in (key.env, *key.aliases):
             env[name] = values.get(key.name) or ""
     return env
@@ -320,9 +336,18 @@ def app_name_for(config: StackConfig, stack: str) -> str:
     return config.modal.app_name or f"vllm-deploy-{stack}"
 
 
+def secret_name_for(config: StackConfig, stack: str) -> str:
+    """Each stack its own Modal Secret: two stacks never overwrite (or delete) each other's keys."""
+    return config.modal.secret_name or f"vllm-secrets-{stack}"
+
+
 def app_spec(config: StackConfig, stack: str) -> AppSpec:
     return AppSpec.from_plan(
-        serving_plan(config), config.modal, app_name=app_name_for(config, stack), wrapper_requirements=wrapper_requirements()
+        serving_plan(config),
+        config.modal,
+        app_name=app_name_for(config, stack),
+        secret_name=secret_name_for(config, stack),
+        wrapper_requirements=wrapper_requirements(),
     )
 
 
@@ -354,7 +379,7 @@ class ModalDeployment(pulumi.ComponentResource):
         inputs = {k: v if v is not None else "" for k, v in secret_values.items()}
         values = pulumi.Output.all(**inputs).apply(secret_env) if inputs else secret_env({})
         self.secret = ModalSecret(
-            f"{name}-secret", config.modal.secret_name, values, pulumi.ResourceOptions(parent=self), client=client
+            f"{name}-secret", spec.secret_name, values, pulumi.ResourceOptions(parent=self), client=client
         )
         self.app = ModalApp(
             f"{name}-app",
@@ -374,7 +399,7 @@ class ModalDeployment(pulumi.ComponentResource):
             "served_model": spec.served_model_name,
             "gpu": spec.gpu,
             "scale_to_zero_after_seconds": spec.scaledown_window or 0,
-            "modal_secret": config.modal.secret_name,
+            "modal_secret": spec.secret_name,
             "logs_command": f"modal app logs {spec.app_name}",
         }
         self.register_outputs(self.outputs)

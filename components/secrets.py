@@ -23,7 +23,13 @@ SECRETS = (
     SecretKey("vllmApiKey", "VLLM_API_KEY", ("VLLM_SERVER_API_KEY",)),  # vLLM's --api-key; the wrapper sends it
     SecretKey("wrapperApiKey", "VLLM_WRAPPER_API_KEY"),  # Bearer key clients send to the wrapper
 )
-SECRET_KEYS = tuple(key.name for key in SECRETS)
+# Modal autoscale only: the proxy auth token the wrapper sends to the GPU function (its
+# `requires_proxy_auth` endpoint). Made in Modal's dashboard (Settings → Proxy Auth Tokens).
+MODAL_PROXY_TOKEN = (
+    SecretKey("modalProxyTokenId", "VLLM_MODAL_KEY"),  # wk-…, sent as Modal-Key
+    SecretKey("modalProxyTokenSecret", "VLLM_MODAL_SECRET"),  # ws-…, sent as Modal-Secret
+)
+SECRET_KEYS = tuple(key.name for key in (*SECRETS, *MODAL_PROXY_TOKEN))
 # Stack secret name → the environment variable that carries it.
 SECRET_ENV = {key.name: key.env for key in SECRETS}
 

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     wrapper_host: str = "0.0.0.0"
     wrapper_port: int = Field(default=8001, ge=1, le=65535)
     wrapper_api_key: SecretStr | None = Field(default=None, description="Bearer key clients must send")
+    # A Modal proxy auth token (wk-…/ws-…), sent as Modal-Key/Modal-Secret to a vLLM behind Modal's proxy auth.
+    modal_key: SecretStr | None = Field(default=None, description="Modal-Key header sent to vLLM")
+    modal_secret: SecretStr | None = Field(default=None, validate_default=True, description="Modal-Secret header sent to vLLM")
     default_max_tokens: int = Field(default=2048, ge=1, le=10_000_000)
     default_temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     max_retries: int = Field(default=3, ge=0, le=20)
@@ -77,8 +80,9 @@ class Settings(BaseSettings):
     discovery_service: str | None = Field(default=None, validate_default=True, description="headless Service of vLLM")
     discovery_port: str | None = Field(default=None, description="EndpointSlice port name or number (default: the first)")
 
-    @field_validator("model", "api_key", "wrapper_api_key", "k8s_namespace", "k8s_statefulset", "k8s_lease", "k8s_api_url",
-                     "routing", "discovery_service", "discovery_port", mode="before")
+    @field_validator("model", "api_key", "wrapper_api_key", "modal_key", "modal_secret", "k8s_namespace",
+                     "k8s_statefulset", "k8s_lease", "k8s_api_url", "routing", "discovery_service", "discovery_port",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         if isinstance(v, str) and not v.strip():
@@ -134,6 +138,13 @@ class Settings(BaseSettings):
             raise ValueError("must be a Kubernetes name (lowercase letters, digits, '-', at most 63)")
         if v is None and info.field_name == "k8s_statefulset" and (info.data.get("idle_timeout") or 0) > 0:
             raise ValueError("required when VLLM_IDLE_TIMEOUT > 0 (the vLLM StatefulSet to scale)")
+        return v
+
+    @field_validator("modal_secret")
+    @classmethod
+    def _modal_token_pair(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if (v is None) != (info.data.get("modal_key") is None):
+            raise ValueError("VLLM_MODAL_KEY and VLLM_MODAL_SECRET are a pair: set both or neither")
         return v
 
     @field_validator("log_level", mode="before")

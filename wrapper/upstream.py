@@ -67,6 +67,9 @@ class Upstream:
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if settings.api_key is not None:
             self._headers["Authorization"] = "Bearer " + settings.api_key.get_secret_value()
+        if settings.modal_key is not None and settings.modal_secret is not None:  # Modal's proxy auth
+            self._headers["Modal-Key"] = settings.modal_key.get_secret_value()
+            self._headers["Modal-Secret"] = settings.modal_secret.get_secret_value()
         self._session: aiohttp.ClientSession | None = None
         self.router = build_router(settings)
         several = len(settings.base_urls) > 1 or settings.discovery != "static"

@@ -58,6 +58,12 @@ def format_table(result: Estimate) -> str:
         f"{result.days_per_month:g} d; GPU h/day = min(24, active + wakes × tail); always-on = (deployment + wrapper)"
         f" × 24 h × {result.days_per_month:g} d",
     ]
+    if result.worst_case_monthly is not None:
+        lines.append(
+            f"  worst case: {_money(result.worst_case_monthly)}/mo — at most {result.max_containers} GPU container(s)"
+            f" (modal.maxContainers) busy all month; one request holds a container at most"
+            f" {result.request_timeout_seconds} s (modal.functionTimeout)"
+        )
     lines += [f"  note: {note}" for note in result.notes]
     return "\n".join(lines)
 

@@ -1,7 +1,7 @@
 """Autoscale: the project's wrapper always on (CPU), vLLM on a GPU that scales to zero.
 
     clients ──HTTPS──▶ serve_wrapper (CPU, min_containers=1, the `wrapper/` package)
-                          │ HTTPS, Bearer VLLM_API_KEY, SSE streamed through
+                          │ HTTPS, Modal-Key/Modal-Secret (proxy auth) + Bearer VLLM_API_KEY, SSE through
                           ▼
                        serve_vllm (GPU, vLLM OpenAI server, scaledown_window = idle timeout)
 
@@ -22,7 +22,9 @@ app = modal.App(spec.app_name)
 
 @app.function(**common.vllm_function_options(spec))
 @modal.concurrent(max_inputs=spec.max_concurrent_inputs)
-@modal.web_server(port=spec.port, startup_timeout=spec.startup_timeout)
+# Behind Modal's proxy auth: only a caller with the stack's proxy token (the wrapper) reaches it,
+# so a stranger who finds the URL cannot start a GPU container.
+@modal.web_server(port=spec.port, startup_timeout=spec.startup_timeout, requires_proxy_auth=True)
 def serve_vllm() -> None:
     common.start_vllm(spec)
 

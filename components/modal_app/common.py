@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import subprocess
 from typing import Any
 
 import modal
@@ -9,8 +11,10 @@ import modal
 from components import wrapper_env
 from components.modal_app.spec import HF_CACHE_DIR, VLLM_CACHE_DIR, AppSpec
 
-# CUDA toolkit image vLLM's wheels (and flashinfer's JIT) run on; Python added by Modal.
-CUDA_BASE_IMAGE = "nvidia/cuda:12.8.0-devel-ubuntu22.04"
+# CUDA toolkit image vLLM's wheels (and flashinfer's JIT) run on; Python added by Modal. In step
+# with the pinned wheel: vllm==0.32.0 from PyPI links libcudart.so.13 (torch 2.13, cutlass-dsl[cu13]),
+# so the toolkit nvcc JIT-compiles with must be CUDA 13, not 12.x. Move both together.
+CUDA_BASE_IMAGE = "nvidia/cuda:13.0.0-devel-ubuntu22.04"
 GPU_PYTHON = "3.12"
 WRAPPER_PYTHON = "3.11"
 
@@ -26,6 +30,8 @@ def vllm_image(spec: AppSpec) -> modal.Image:
                 "HF_HOME": HF_CACHE_DIR,
                 "VLLM_CACHE_ROOT": VLLM_CACHE_DIR,
                 "VLLM_NO_USAGE_STATS": "1",
+                # huggingface_hub's Xet transfers with every core and more memory: faster first downloads.
+                "HF_XET_HIGH_PERFORMANCE": "1",
                 "DO_NOT_TRACK": "1",
             }
         )
@@ -74,9 +80,23 @@ def vllm_function_options(spec: AppSpec) -> dict[str, Any]:
     return options
 
 
-def start_vllm(spec: AppSpec) -> None:
-    """Start vLLM's OpenAI server in the background; `@modal.web_server` waits for its port."""
-    import subprocess
+def start_vllm(spec: AppSpec) -> subprocess.Popen[bytes]:
+    """Start vLLM's OpenAI server in the background; `@modal.web_server` waits for its port.
 
+    When the container exits (scale-down, redeploy, `modal app stop`) vLLM gets SIGTERM and its
+    shutdown timeout to finish streams and free the GPUs, instead of dying with the container."""
     # No secret on this command line: vLLM reads VLLM_API_KEY (from the Modal secret) itself.
-    subprocess.Popen(spec.vllm_command())
+    process = subprocess.Popen(spec.vllm_command())
+    atexit.register(stop_process, process, spec.vllm_shutdown_seconds)
+    return process
+
+
+def stop_process(process: subprocess.Popen[bytes], grace_seconds: float) -> int:
+    """SIGTERM, wait up to `grace_seconds`, then SIGKILL; the exit status."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            return process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()

@@ -112,8 +112,18 @@ class AppSpec:
         return f"{minutes} minute" + ("s" if minutes != 1 else "")
 
     def vllm_command(self) -> list[str]:
-        """How the GPU container starts vLLM's OpenAI server (no secret on it)."""
-        return ["python", "-m", "vllm.entrypoints.openai.api_server", *self.vllm_args]
+        """How the GPU container starts vLLM's OpenAI server (no secret on it). `vllm serve`, the
+        documented CLI (the `api_server` module entrypoint is deprecated); it takes the same flags,
+        `--model` included (its positional model tag is optional)."""
+        return ["vllm", "serve", *self.vllm_args]
+
+    @property
+    def vllm_shutdown_seconds(self) -> int:
+        """How long vLLM may drain on exit: its own --shutdown-timeout (the plan sets it), else 30 s."""
+        args = list(self.vllm_args)
+        if "--shutdown-timeout" in args:
+            return int(args[args.index("--shutdown-timeout") + 1])
+        return 30
 
     def function_env(self) -> dict[str, str]:
         """Plain (non-secret) environment of every container: the spec itself and cache paths."""
@@ -159,7 +169,13 @@ class AppSpec:
 
     @classmethod
     def from_plan(
-        cls, plan: ServingPlan, modal: ModalConfig, *, app_name: str, wrapper_requirements: tuple[str, ...] = ()
+        cls,
+        plan: ServingPlan,
+        modal: ModalConfig,
+        *,
+        app_name: str,
+        secret_name: str,
+        wrapper_requirements: tuple[str, ...] = (),
     ) -> AppSpec:
         """The Modal app for a validated `target: modal` stack: its serving plan and its `modal` section."""
         idle = plan.idle_timeout or None
@@ -173,7 +189,7 @@ class AppSpec:
         return cls(
             architecture=architecture,
             app_name=app_name,
-            secret_name=modal.secret_name,
+            secret_name=secret_name,
             model_id=plan.model_id,
             served_model_name=plan.served_name,
             gpu_type=plan.gpu.type,

@@ -84,28 +84,32 @@ def _health_without_waking(
     spec: AppSpec, wrapper_health: Callable[..., Awaitable[Any]], gpu_runners: GpuRunners
 ) -> Callable[..., Awaitable[Any]]:
     """Probing vLLM through Modal would start a GPU container: a monitor polling /health would
-    keep the GPU up for ever. While no GPU container runs, answer without probing, in the
-    shape the wrapper itself uses when its scaler says `scaled_to_zero`."""
+    keep the GPU up for ever. So vLLM is probed only while Modal says a GPU container runs; at
+    zero, or when the stats call fails or is refused, answer without probing, in the shape the
+    wrapper itself uses when its scaler says `scaled_to_zero`."""
     from starlette.requests import Request
 
     takes_request = bool(inspect.signature(wrapper_health).parameters)
 
+    def unprobed(scale_state: str) -> dict[str, Any]:
+        return {
+            "status": "degraded",
+            "vllm_available": False,
+            "model": spec.served_model_name,
+            "base_url": os.environ.get(wrapper_env.BASE_URL),
+            "wrapper_status": "healthy",
+            "vllm_status": "unavailable" if scale_state == "scaled_to_zero" else "unknown",
+            "scale_state": scale_state,
+            "idle_timeout": spec.scaledown_window,
+        }
+
     async def health(request: Request) -> Any:
         try:
             runners = await asyncio.wait_for(gpu_runners(), timeout=3)
-        except Exception:  # stats unavailable: fall back to the wrapper's own probe
-            runners = None
-        if runners == 0:
-            return {
-                "status": "degraded",
-                "vllm_available": False,
-                "model": spec.served_model_name,
-                "base_url": os.environ.get(wrapper_env.BASE_URL),
-                "wrapper_status": "healthy",
-                "vllm_status": "unavailable",
-                "scale_state": "scaled_to_zero",
-                "idle_timeout": spec.scaledown_window,
-            }
+        except Exception:  # stats refused or slow: never fall back to a probe that could wake the GPU
+            return unprobed("unknown")
+        if not runners:
+            return unprobed("scaled_to_zero")
         return await (wrapper_health(request) if takes_request else wrapper_health())
 
     health.__annotations__ = {"request": Request}  # resolved for FastAPI (starlette is imported lazily)

@@ -13,12 +13,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from components.targets import kubernetes, modal
-from components.targets.base import KeptWarm, Target, WrapperService
+from components.targets.base import CostBounds, KeptWarm, Target, WrapperService
 
 if TYPE_CHECKING:
     from components.config import StackConfig
 
-__all__ = ["TARGETS", "KeptWarm", "Target", "WrapperService", "target_of"]
+__all__ = ["TARGETS", "CostBounds", "KeptWarm", "Target", "WrapperService", "target_of"]
 
 # Every target, by the name a stack's `target:` gives (components/config.py lists the same names).
 TARGETS: dict[str, Target] = {target.name: target for target in (kubernetes.TARGET, modal.TARGET)}

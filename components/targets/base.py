@@ -31,6 +31,14 @@ class KeptWarm:
     replicas: int
 
 
+@dataclass(frozen=True)
+class CostBounds:
+    """What caps a stack's GPU bill: the most GPU containers, the longest one request may run."""
+
+    max_containers: int
+    request_timeout_seconds: int
+
+
 class Target(Protocol):
     name: str
     # Seconds a GPU stays billed after its last replica stops (a node outlives its pod).
@@ -53,3 +61,7 @@ class Target(Protocol):
         ...
 
     def kept_warm(self, config: StackConfig) -> KeptWarm | None: ...
+
+    def cost_bounds(self, config: StackConfig) -> CostBounds | None:
+        """The caps the worst case is priced at; None: a fixed fleet, whose worst case is always-on."""
+        ...

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from components import manifests
 from components.config import StackConfig
-from components.targets.base import KeptWarm, WrapperService
+from components.targets.base import CostBounds, KeptWarm, WrapperService
 
 if TYPE_CHECKING:
     import pulumi
@@ -36,6 +36,9 @@ class Kubernetes:
 
     def kept_warm(self, config: StackConfig) -> KeptWarm | None:
         return None  # the idle timeout scales vLLM to zero replicas, every one of them
+
+    def cost_bounds(self, config: StackConfig) -> CostBounds | None:
+        return None  # vllm.replicas is fixed: the always-on column is the worst case
 
 
 TARGET = Kubernetes()

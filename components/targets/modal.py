@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from components.config import StackConfig
-from components.targets.base import KeptWarm, WrapperService
+from components.targets.base import CostBounds, KeptWarm, WrapperService
 
 if TYPE_CHECKING:
     import pulumi
@@ -37,6 +37,10 @@ class Modal:
         if not m.min_containers:
             return None
         return KeptWarm(f"modal.minContainers {m.min_containers}", min(m.min_containers, config.vllm.replicas))
+
+
+    def cost_bounds(self, config: StackConfig) -> CostBounds | None:
+        return CostBounds(config.modal.max_containers, config.modal.function_timeout)
 
 
 TARGET = Modal()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from components.config import ConfigError, parse_stack_config
+from components.secrets import SECRET_KEYS
 from components.stackfile import load_stack, read_raw, stack_names
 
-ALL_SECRETS = {"hfToken", "vllmApiKey", "wrapperApiKey"}
+ALL_SECRETS = set(SECRET_KEYS)  # the Modal proxy token too (autoscale needs it)
 
 
 def problems(raw: dict, secrets: set[str] = ALL_SECRETS) -> list[str]:

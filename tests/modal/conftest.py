@@ -10,7 +10,13 @@ from components.stackfile import load_stack
 
 MODAL_STACKS = ("modal-dev", "modal-prod")
 # Stand-ins for the stack's Pulumi secrets (the values must never show up outside the secret).
-SECRET_VALUES = {"hfToken": "hf_SECRET_hub_token_123", "vllmApiKey": "vllm-SECRET-key-456", "wrapperApiKey": "wrap-SECRET-key-789"}
+SECRET_VALUES = {
+    "hfToken": "hf_SECRET_hub_token_123",
+    "vllmApiKey": "vllm-SECRET-key-456",
+    "wrapperApiKey": "wrap-SECRET-key-789",
+    "modalProxyTokenId": "wk-SECRET-proxy-id-012",
+    "modalProxyTokenSecret": "ws-SECRET-proxy-secret-345",
+}
 
 
 @functools.lru_cache(maxsize=None)

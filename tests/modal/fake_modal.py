@@ -18,6 +18,8 @@ class RecordingModalClient:
     record_path: str | None = None
     workspace: str = "acme"
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # Named secrets in the workspace, as Modal keeps them (create fails on an existing name).
+    secrets: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def _record(self, method: str, **args: Any) -> None:
         self.calls.append((method, args))
@@ -25,11 +27,15 @@ class RecordingModalClient:
             with open(self.record_path, "a") as handle:
                 handle.write(json.dumps({"method": method, **args}, default=str) + "\n")
 
-    async def upsert_secret(self, name: str, values: Mapping[str, str]) -> None:
+    async def upsert_secret(self, name: str, values: Mapping[str, str]) -> bool:
         self._record("upsert_secret", name=name, values=dict(values))
+        created = name not in self.secrets
+        self.secrets[name] = dict(values)
+        return created
 
     async def delete_secret(self, name: str) -> None:
         self._record("delete_secret", name=name)
+        self.secrets.pop(name, None)
 
     async def deploy(self, spec: AppSpec) -> Deployed:
         self._record("deploy", spec=spec.to_dict())

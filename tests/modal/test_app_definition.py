@@ -19,7 +19,8 @@ from components.stackfile import load_stack, read_raw
 from tests.modal.conftest import spec_for
 from tests.modal.modal_objects import dockerfile_commands, mounted_files
 
-VLLM_SECRET = "modal.Secret.from_name('vllm-secrets')"
+DEV_SECRET = "modal.Secret.from_name('vllm-secrets-modal-dev')"
+PROD_SECRET = "modal.Secret.from_name('vllm-secrets-modal-prod')"
 HF_CACHE = "/root/.cache/huggingface"
 
 
@@ -40,9 +41,9 @@ def test_dev_is_autoscale_8b_on_one_a100_scaling_to_zero_after_two_minutes(dev):
     assert spec.architecture == "autoscale"
     gpu = module.serve_vllm.info()
     assert gpu.gpus == [("A100-80GB", 1)]
-    assert gpu.timeout == 3600 and gpu.startup_timeout == spec.startup_timeout
+    assert gpu.timeout == 30 * 60 and gpu.startup_timeout == spec.startup_timeout
     assert gpu.concurrency_info.max_inputs == 32
-    assert VLLM_SECRET in gpu.secrets
+    assert DEV_SECRET in gpu.secrets
     assert _volumes(module.serve_vllm) == {HF_CACHE: "vllm-deploy-hf-cache", "/root/.cache/vllm": "vllm-deploy-vllm-cache"}
     assert gpu.web_info is not None
     # No public accessor for these two in Modal 1.6: the spec the decorator was given is the truth.
@@ -57,7 +58,7 @@ def test_dev_wrapper_is_always_on_cpu_asgi_with_the_secret(dev):
     spec, module = dev
     wrapper = module.serve_wrapper.info()
     assert wrapper.gpus == [] and wrapper.volumes == {}
-    assert VLLM_SECRET in wrapper.secrets
+    assert DEV_SECRET in wrapper.secrets
     assert wrapper.concurrency_info.max_inputs == 100
     assert wrapper.web_info is not None
     assert spec.wrapper_min_containers == 1
@@ -85,7 +86,8 @@ def test_wrapper_image_ships_the_repository_wrapper_package_itself(dev):
 def test_gpu_image_pins_the_kubernetes_vllm_release_and_caches_weights_on_the_volume(dev, prod):
     for spec, module in (dev, prod):
         commands = dockerfile_commands(module.serve_vllm)
-        assert commands[0] == "FROM nvidia/cuda:12.8.0-devel-ubuntu22.04"
+        # vllm==0.32.0's wheel links libcudart.so.13 (read from the wheel): a CUDA 13 toolkit.
+        assert commands[0] == "FROM nvidia/cuda:13.0.0-devel-ubuntu22.04"
         config = load_stack("modal-dev" if spec.architecture == "autoscale" else "modal-prod")
         release = config.vllm.image.rsplit(":v", 1)[1]
         assert any(c.endswith(f"vllm=={release}") for c in commands)
@@ -112,11 +114,11 @@ def test_prod_is_integrated_70b_on_two_a100_tensor_parallel_two(prod):
     assert spec.web_functions == ("serve_vllm",) and not hasattr(module, "serve_wrapper")
     info = module.serve_vllm.info()
     assert info.gpus == [("A100-80GB", 2)]
-    assert info.timeout == 24 * 3600
+    assert info.timeout == 30 * 60  # one stuck stream holds the two A100s 30 min at most, not 24 h
     assert info.concurrency_info.max_inputs == 64
-    assert VLLM_SECRET in info.secrets
+    assert PROD_SECRET in info.secrets
     assert _volumes(module.serve_vllm)[HF_CACHE] == "vllm-deploy-hf-cache"
-    assert spec.scaledown_window == 15 * 60 and spec.min_containers == 0
+    assert spec.scaledown_window == 15 * 60 and spec.min_containers == 0 and spec.max_containers == 1
     args = spec.vllm_args
     assert _flag(args, "--model") == "meta-llama/Llama-3.1-70B-Instruct"
     assert _flag(args, "--tensor-parallel-size") == "2"
@@ -173,7 +175,7 @@ print(json.dumps({n: [m.__dict__[n].info().gpus, m.__dict__[n].info().timeout] f
     env = {**os.environ, SPEC_ENV: spec.to_json(), "PYTHONPATH": str(REPO_ROOT)}
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == {"serve_vllm": [[["A100-80GB", 1]], 3600], "serve_wrapper": [[], 3600]}
+    assert json.loads(out.stdout) == {"serve_vllm": [[["A100-80GB", 1]], 1800], "serve_wrapper": [[], 1800]}
 
 
 # --------------------------------------------------------------- validation
@@ -236,3 +238,38 @@ def test_components_never_import_the_wrapper_package():
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 names = [node.module or ""]
             assert not any(n == "wrapper" or n.startswith("wrapper.") for n in names), path
+
+
+# ---------------------------------------------------------------- proxy auth
+
+
+def test_autoscale_without_a_proxy_token_fails_before_deploying_naming_the_keys():
+    present = {"vllmApiKey", "hfToken"}
+    with pytest.raises(ConfigError) as error:
+        parse_stack_config(read_raw("modal-dev"), secrets_present=present)
+    assert "modalProxyTokenId: required for autoscale" in str(error.value)
+    assert "modalProxyTokenSecret" in str(error.value) and "proxy-auth-tokens" in str(error.value)
+    # The integrated shape keeps vLLM's own key as its guard: no proxy token needed.
+    parse_stack_config(read_raw("modal-prod"), secrets_present=present)
+
+
+def test_integrated_vllm_stays_public_behind_its_api_key(prod):
+    _, module = prod
+    assert module.serve_vllm.info().web_info.unauthenticated is True
+
+
+# --------------------------------------------------------------- bounded cost
+
+
+def test_a_modal_stack_without_bounds_gets_one_gpu_container_and_a_30_minute_request_limit():
+    raw = read_raw("modal-prod")
+    modal = {k: v for k, v in raw["modal"].items() if k not in ("maxContainers", "functionTimeout")}
+    spec = app_spec(parse_stack_config({**raw, "modal": modal}, require_secrets=False), "x")
+    assert spec.max_containers == 1 and spec.function_timeout == 1800
+    assert load_app(spec).serve_vllm.info().timeout == 1800
+
+
+def test_max_containers_below_min_containers_is_refused_naming_the_key():
+    raw = read_raw("modal-dev")
+    with pytest.raises(ConfigError, match="modal.maxContainers: 1 is below modal.minContainers 2"):
+        parse_stack_config({**raw, "modal": {**raw["modal"], "minContainers": 2}}, require_secrets=False)

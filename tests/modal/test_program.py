@@ -95,7 +95,7 @@ def test_program_declares_the_secret_then_the_app_for_the_stack_spec(stack):
     assert app.plain("spec_hash") == spec.digest and app.plain("source_hash") == source_hash()
     assert app.plain("app_name") == ("vllm-autoscale" if name == "modal-dev" else "vllm-llama70b")
     secret = _one(declared, SECRET_TYPE)
-    assert secret.plain("name") == "vllm-secrets"
+    assert secret.plain("name") == f"vllm-secrets-{name}"  # the stack's own secret
 
 
 def test_secret_values_are_secret_inputs_and_nowhere_else(stack):

@@ -27,7 +27,7 @@ from tests.modal.conftest import SECRET_VALUES, spec_for
 from tests.modal.fake_modal import RecordingModalClient
 
 
-def _secret_props(name: str = "vllm-secrets", **overrides: str) -> dict:
+def _secret_props(name: str = "vllm-secrets-modal-dev", **overrides: str) -> dict:
     # As the engine hands a secret input to a dynamic provider: wrapped.
     return {"name": name, "values": rpc.wrap_rpc_secret(secret_env({**SECRET_VALUES, **overrides}))}
 
@@ -57,31 +57,60 @@ def test_secret_create_update_delete(modal_token):
     provider = ModalSecretProvider(fake)
 
     created = provider.create(_secret_props())
-    assert created.id == "vllm-secrets"
-    assert fake.calls[-1] == ("upsert_secret", {"name": "vllm-secrets", "values": secret_env(SECRET_VALUES)})
+    assert created.id == "vllm-secrets-modal-dev"
+    assert fake.calls[-1] == ("upsert_secret", {"name": "vllm-secrets-modal-dev", "values": secret_env(SECRET_VALUES)})
     # The old deployments' keys and the ones vLLM and the wrapper read.
     assert fake.calls[-1][1]["values"]["VLLM_SERVER_API_KEY"] == fake.calls[-1][1]["values"]["VLLM_API_KEY"]
     assert fake.calls[-1][1]["values"]["HUGGING_FACE_HUB_TOKEN"] == SECRET_VALUES["hfToken"]
     olds = created.outs
+    assert olds["created"] is True  # it did not exist: the stack made it, so the stack deletes it
     assert olds["version"] == 1 and olds["keys"] == sorted(secret_env(SECRET_VALUES))
     assert rpc.is_rpc_secret(olds["values"])  # stored as a secret output
     # State hands old outputs back as they were stored: wrapped or not, the same values are no change.
-    assert provider.diff("vllm-secrets", {**olds, "values": rpc.unwrap_rpc_secret(olds["values"])}, _secret_props()).changes is False
+    assert provider.diff("vllm-secrets-modal-dev", {**olds, "values": rpc.unwrap_rpc_secret(olds["values"])}, _secret_props()).changes is False
 
-    assert provider.diff("vllm-secrets", olds, _secret_props()).changes is False
+    assert provider.diff("vllm-secrets-modal-dev", olds, _secret_props()).changes is False
     rotated = _secret_props(vllmApiKey="vllm-SECRET-rotated")
-    diff = provider.diff("vllm-secrets", olds, rotated)
+    diff = provider.diff("vllm-secrets-modal-dev", olds, rotated)
     assert diff.changes is True and not diff.replaces
-    renamed = provider.diff("vllm-secrets", olds, _secret_props(name="other-secrets"))
+    renamed = provider.diff("vllm-secrets-modal-dev", olds, _secret_props(name="other-secrets"))
     assert renamed.replaces == ["name"]
 
-    updated = provider.update("vllm-secrets", olds, rotated)
-    assert updated.outs["version"] == 2
+    updated = provider.update("vllm-secrets-modal-dev", olds, rotated)
+    assert updated.outs["version"] == 2 and updated.outs["created"] is True
     assert fake.calls[-1][1]["values"]["VLLM_API_KEY"] == "vllm-SECRET-rotated"
 
-    provider.delete("vllm-secrets", updated.outs)
-    assert fake.calls[-1] == ("delete_secret", {"name": "vllm-secrets"})
+    provider.delete("vllm-secrets-modal-dev", updated.outs)
+    assert fake.calls[-1] == ("delete_secret", {"name": "vllm-secrets-modal-dev"})
     assert fake.methods() == ["upsert_secret", "upsert_secret", "delete_secret"]
+
+
+def test_each_stack_has_its_own_secret_by_default():
+    # Two stacks writing one secret overwrote each other's keys; destroying one deleted the other's.
+    assert spec_for("modal-dev").secret_name == "vllm-secrets-modal-dev"
+    assert spec_for("modal-prod").secret_name == "vllm-secrets-modal-prod"
+
+
+def test_an_adopted_secret_gets_the_stack_keys_but_is_never_deleted(modal_token):
+    """`modal.secretName: vllm-secrets` names a secret made before the stack (the old shared one)."""
+    fake = RecordingModalClient(secrets={"vllm-secrets": {"VLLM_API_KEY": "old", "MY_OWN_KEY": "x"}})
+    provider = ModalSecretProvider(fake)
+    created = provider.create(_secret_props("vllm-secrets"))
+    assert created.outs["created"] is False
+    assert fake.secrets["vllm-secrets"]["VLLM_API_KEY"] == SECRET_VALUES["vllmApiKey"]
+    updated = provider.update("vllm-secrets", created.outs, _secret_props("vllm-secrets", vllmApiKey="rotated"))
+    assert updated.outs["created"] is False
+
+    provider.delete("vllm-secrets", updated.outs)
+    assert "delete_secret" not in fake.methods() and "vllm-secrets" in fake.secrets
+
+
+def test_state_from_before_the_created_flag_never_deletes(modal_token):
+    """A stack deployed before this provider recorded `created` may hold the shared `vllm-secrets`."""
+    fake = RecordingModalClient(secrets={"vllm-secrets": {}})
+    olds = {"name": "vllm-secrets", "values": {}, "keys": [], "version": 3}
+    ModalSecretProvider(fake).delete("vllm-secrets", olds)
+    assert fake.methods() == [] and "vllm-secrets" in fake.secrets
 
 
 def test_unset_optional_secrets_become_empty_values():

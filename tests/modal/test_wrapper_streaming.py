@@ -30,14 +30,34 @@ PIECES = ["Hel", "lo", ",\n", "wor", "ld"]
 GAP = 0.3
 VLLM_KEY = SECRET_VALUES["vllmApiKey"]
 WRAPPER_KEY = SECRET_VALUES["wrapperApiKey"]
+PROXY_ID, PROXY_SECRET = SECRET_VALUES["modalProxyTokenId"], SECRET_VALUES["modalProxyTokenSecret"]
 
 
-def fake_vllm(model: str, health_hits: list[float]) -> Starlette:
+def modal_proxy_auth(app):
+    """Modal's web proxy in front of a `requires_proxy_auth=True` endpoint: without the token's
+    Modal-Key/Modal-Secret headers it answers 401 and the request never reaches a container
+    (https://modal.com/docs/guide/webhook-proxy-auth: "modal-http: missing credentials for
+    proxy authorization")."""
+
+    async def guarded(scope, receive, send):
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            if headers.get(b"modal-key") != PROXY_ID.encode() or headers.get(b"modal-secret") != PROXY_SECRET.encode():
+                response = Response("modal-http: missing credentials for proxy authorization\n", status_code=401)
+                return await response(scope, receive, send)
+        return await app(scope, receive, send)
+
+    return guarded
+
+
+def fake_vllm(model: str, health_hits: list[float], calls: list[str] | None = None) -> Starlette:
     async def health(request: Request) -> Response:
         health_hits.append(time.monotonic())
         return Response(status_code=200)
 
     async def models(request: Request) -> Response:
+        if calls is not None:
+            calls.append(request.url.path)
         return JSONResponse({"object": "list", "data": [{"id": model, "object": "model"}]})
 
     async def chat(request: Request) -> Response:
@@ -91,9 +111,13 @@ class Deployment:
         self.url = url
         self.spec = spec
         self.health_hits: list[float] = []
-        self.gpu_containers: int | None = 1
+        self.model_calls: list[str] = []
+        self.vllm_url = ""
+        self.gpu_containers: int | Exception = 1
 
-    async def gpu_runners(self) -> int | None:  # stands in for serve_vllm.get_current_stats()
+    async def gpu_runners(self) -> int:  # stands in for serve_vllm.get_current_stats()
+        if isinstance(self.gpu_containers, Exception):
+            raise self.gpu_containers
         return self.gpu_containers
 
 
@@ -101,11 +125,14 @@ class Deployment:
 def modal_wrapper(dev, monkeypatch) -> Iterator[Deployment]:
     spec, _ = dev
     # The container's environment: the Modal secret's keys, the function env, then what the build sets.
-    for key, value in {"VLLM_API_KEY": VLLM_KEY, "VLLM_WRAPPER_API_KEY": WRAPPER_KEY, **spec.wrapper_env}.items():
+    secret = {"VLLM_API_KEY": VLLM_KEY, "VLLM_WRAPPER_API_KEY": WRAPPER_KEY,
+              "VLLM_MODAL_KEY": PROXY_ID, "VLLM_MODAL_SECRET": PROXY_SECRET}  # fmt: skip
+    for key, value in {**secret, **spec.wrapper_env}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("VLLM_BASE_URL", "http://unset.invalid/v1")  # restored after the test
     deployment = Deployment("", spec)
-    upstream = Served(fake_vllm(spec.served_model_name, deployment.health_hits))
+    upstream = Served(modal_proxy_auth(fake_vllm(spec.served_model_name, deployment.health_hits, deployment.model_calls)))
+    deployment.vllm_url = upstream.url
     wrapper = None
     try:
         app = build_wrapper_app(spec, vllm_url=upstream.url, gpu_runners=deployment.gpu_runners)
@@ -166,3 +193,46 @@ def test_health_does_not_wake_a_scaled_to_zero_gpu(modal_wrapper):
     awake = httpx.get(f"{modal_wrapper.url}/health", headers=auth, timeout=10).json()
     assert awake["vllm_available"] is True and awake["vllm_status"] == "available"
     assert len(modal_wrapper.health_hits) == 1
+
+
+def test_health_does_not_wake_the_gpu_when_modal_refuses_the_stats_call(modal_wrapper):
+    """`get_current_stats()` can fail (no permission, Modal's API down): that must not fall back
+    to probing vLLM, which would start a GPU container through Modal."""
+    from modal.exception import InvalidError
+
+    auth = {"Authorization": f"Bearer {WRAPPER_KEY}"}
+    for refusal in (InvalidError("stats refused"), ConnectionError("Modal API unreachable")):
+        modal_wrapper.gpu_containers = refusal
+        answer = httpx.get(f"{modal_wrapper.url}/health", headers=auth, timeout=10)
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["wrapper_status"] == "healthy" and body["scale_state"] == "unknown"
+        assert body["vllm_status"] == "unknown" and body["vllm_available"] is False
+    assert modal_wrapper.health_hits == [] and modal_wrapper.model_calls == []  # vLLM never called
+
+
+def test_the_gpu_endpoint_takes_only_the_wrapper_with_the_proxy_token(modal_wrapper, dev):
+    """autoscale: serve_vllm is behind Modal's proxy auth; the wrapper sends the stack's token."""
+    _, module = dev
+    assert module.serve_vllm.info().web_info.unauthenticated is False  # requires_proxy_auth=True
+    assert module.serve_wrapper.info().web_info.unauthenticated is True  # clients use the wrapper key
+    body = {"model": "llama-3.1-8b-instruct", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    # A stranger with vLLM's key but no proxy token is stopped before any GPU container starts.
+    direct = httpx.post(f"{modal_wrapper.vllm_url}/v1/chat/completions", json=body,
+                        headers={"Authorization": f"Bearer {VLLM_KEY}"}, timeout=10)  # fmt: skip
+    assert direct.status_code == 401 and "proxy authorization" in direct.text
+    # Through the wrapper the same request passes Modal's check and streams.
+    with httpx.stream("POST", f"{modal_wrapper.url}/v1/chat/completions", json=body,
+                      headers={"Authorization": f"Bearer {WRAPPER_KEY}"}, timeout=30) as response:  # fmt: skip
+        assert response.status_code == 200
+        assert any(line == "data: [DONE]" for line in response.iter_lines())
+
+
+def test_the_proxy_token_is_a_pair_and_its_value_is_never_echoed():
+    from wrapper.settings import ConfigError, load_settings
+
+    with pytest.raises(ConfigError) as error:
+        load_settings(modal_key=PROXY_ID)
+    assert "VLLM_MODAL_SECRET" in str(error.value) and PROXY_ID not in str(error.value)
+    settings = load_settings(modal_key="", modal_secret="")  # "" is unset, as the secret writes it
+    assert settings.modal_key is None and settings.modal_secret is None
