@@ -199,6 +199,7 @@ class Needs:
     namespace: str
     creates_namespace: bool
     node_selector: dict[str, str]
+    tolerations: list[Manifest]
     wants_gpu: bool
     storage_classes: list[str | None]  # one per claim template; None: the cluster's default
     pod_specs: list[Manifest]
@@ -212,12 +213,14 @@ class Needs:
         namespace = namespaces[0] if namespaces else next(o["metadata"]["namespace"] for o in workloads)
         pod_specs = [o["spec"]["template"]["spec"] for o in workloads]
         selector: dict[str, str] = {}
+        tolerations: list[Manifest] = []
         wants_gpu = False
         for spec in pod_specs:
             containers = spec.get("containers", [])
             if any(GPU_RESOURCE in c.get("resources", {}).get("limits", {}) for c in containers):
                 wants_gpu = True
                 selector = dict(spec.get("nodeSelector") or {})
+                tolerations = list(spec.get("tolerations") or [])
         claims = [t for o in workloads for t in o["spec"].get("volumeClaimTemplates", [])]
         images = sorted({c["image"] for s in pod_specs for c in [*s.get("initContainers", []), *s["containers"]]})
         kinds: dict[tuple[str, str, str | None], None] = {}
@@ -227,6 +230,7 @@ class Needs:
             namespace=namespace,
             creates_namespace=bool(namespaces),
             node_selector=selector,
+            tolerations=tolerations,
             wants_gpu=wants_gpu,
             storage_classes=[c["spec"].get("storageClassName") for c in claims],
             pod_specs=pod_specs,
@@ -319,6 +323,16 @@ def check_gpu_nodes(cluster: Cluster, needs: Needs) -> Check:
                      "set `kubernetes.nodeSelector` to the GPU pool's labels")
     wanted = _selector_text(needs.node_selector)
     matching = [n for n in nodes if needs.node_selector.items() <= (n["metadata"].get("labels") or {}).items()]
+    untolerated = [_untolerated(n, needs.tolerations) for n in matching]
+    if matching and all(untolerated):
+        taint = untolerated[0][0]
+        return Check(
+            "gpu-nodes",
+            "fail",
+            f"{len(matching)} node(s) carry {wanted}, but every one has a taint vLLM does not tolerate: "
+            f"{taint.get('key')}={taint.get('value', '')}:{taint.get('effect')}",
+            "add it to `kubernetes.tolerations` (e.g. `{key: " + str(taint.get("key")) + ", operator: Exists}`)",
+        )
     if matching:
         names = ", ".join(n["metadata"]["name"] for n in matching[:3]) + (" …" if len(matching) > 3 else "")
         return Check("gpu-nodes", "pass", f"{len(matching)} node(s) carry {wanted}: {names}")
@@ -350,6 +364,25 @@ def check_gpu_nodes(cluster: Cluster, needs: Needs) -> Check:
         "add a GPU node pool whose nodes carry these labels, or set `kubernetes.nodeSelector` to the labels "
         "your GPU nodes have (`kubectl get nodes --show-labels`)",
     )
+
+
+def _tolerates(toleration: Manifest, taint: Manifest) -> bool:
+    """As the scheduler matches them (k8s.io/api/core/v1 toleration.go, ToleratesTaint)."""
+    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
+        return False
+    if toleration.get("key") and toleration["key"] != taint.get("key"):
+        return False
+    if toleration.get("operator", "Equal") == "Exists":
+        return True
+    return bool(toleration.get("key")) and toleration.get("value", "") == taint.get("value", "")
+
+
+def _untolerated(node: Manifest, tolerations: list[Manifest]) -> list[Manifest]:
+    taints = node.get("spec", {}).get("taints", [])
+    return [
+        t for t in taints
+        if t.get("effect") in ("NoSchedule", "NoExecute") and not any(_tolerates(tol, t) for tol in tolerations)
+    ]
 
 
 def _ready(node: Manifest) -> bool:

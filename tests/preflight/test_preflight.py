@@ -169,6 +169,17 @@ def test_no_gpu_node_and_no_autoscaler_fails(preflight: Preflight) -> None:
     assert "kubernetes.nodeSelector" in check["fix"]
 
 
+def test_gpu_nodes_whose_taint_vllm_does_not_tolerate_fail(preflight: Preflight, tmp_path: Path) -> None:
+    # GKE taints GPU nodes nvidia.com/gpu=present:NoSchedule; `tolerations: []` drops the default toleration.
+    stacks = write_stack(tmp_path, "untolerant", "    namespace: vllm-dev\n    tolerations: []\n")
+    code, report = preflight.json("untolerant", stacks_dir=stacks)
+    check = by_name(report)["gpu-nodes"]
+    assert check["status"] == "fail"
+    assert "taint vLLM does not tolerate: nvidia.com/gpu=present:NoSchedule" in check["detail"]
+    assert "kubernetes.tolerations" in check["fix"]
+    assert code == 1
+
+
 def test_a_karpenter_nodepool_that_can_launch_the_node_warns_scale_from_zero(preflight: Preflight, tmp_path: Path) -> None:
     preflight.cluster = eks_karpenter_cluster()
     code, report = preflight.json("eks", stacks_dir=karpenter_stack(tmp_path, storage="gp2"))
