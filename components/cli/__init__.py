@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from components.cli import bootstrap, check, cost, render, smoke, values
+from components.cli import bootstrap, check, cost, preflight, render, smoke, values
 
 app = typer.Typer(
     help="Deploy vLLM to Kubernetes or Modal with Pulumi: render, check and operate stacks.",
@@ -19,7 +19,7 @@ app = typer.Typer(
 )
 
 # In the order `vllm-deploy --help` lists them.
-COMMANDS = (render, check, cost, smoke, values, bootstrap)
+COMMANDS = (render, check, cost, preflight, smoke, values, bootstrap)
 for command in COMMANDS:
     command.register(app)
 
