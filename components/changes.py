@@ -17,7 +17,13 @@ from components.manifests import Manifest
 # pulumi-kubernetes provider/pkg/provider/diff.go (v4): the fields whose change replaces an object,
 # for the kinds this project declares (every kind also: .metadata.name, .metadata.namespace).
 FORCE_NEW: dict[str, tuple[str, ...]] = {
-    "StatefulSet": ("spec.podManagementPolicy", "spec.revisionHistoryLimit", "spec.selector", "spec.serviceName", "spec.volumeClaimTemplates"),
+    "StatefulSet": (
+        "spec.podManagementPolicy",
+        "spec.revisionHistoryLimit",
+        "spec.selector",
+        "spec.serviceName",
+        "spec.volumeClaimTemplates",
+    ),
     "Deployment": ("spec.selector",),
     "Service": ("spec.clusterIP",),
     "Secret": ("type",),

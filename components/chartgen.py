@@ -87,9 +87,7 @@ def schema_text(current: str) -> str:
 def _env_entries(settings: tuple[wrapper_env.Setting, ...]) -> str:
     """Container `env` entries reading each setting from the value of the same key."""
     pipe = {"int": "| int | toString | quote", "float": "| toString | quote"}
-    return "\n".join(
-        f"- name: {s.variable}\n  value: {{{{ .Values.{s.key} {pipe[s.kind]} }}}}" for s in settings
-    )
+    return "\n".join(f"- name: {s.variable}\n  value: {{{{ .Values.{s.key} {pipe[s.kind]} }}}}" for s in settings)
 
 
 def _optional_args() -> str:
@@ -99,7 +97,9 @@ def _optional_args() -> str:
         value = f".Values.{option.key}"
         if option.kind == "switch":
             off = f"--no-{option.flag[2:]}"
-            blocks.append(f'{{{{- if kindIs "bool" {value} }}}}\n- {{{{ ternary "{option.flag}" "{off}" {value} }}}}\n{{{{- end }}}}')
+            blocks.append(
+                f'{{{{- if kindIs "bool" {value} }}}}\n- {{{{ ternary "{option.flag}" "{off}" {value} }}}}\n{{{{- end }}}}'
+            )
         elif option.kind == "on":
             blocks.append(f"{{{{- if {value} }}}}\n- {option.flag}\n{{{{- end }}}}")
         else:
@@ -159,7 +159,11 @@ def generated(chart: Path = CHART) -> dict[Path, str]:
 
 
 def stale(chart: Path = CHART) -> list[Path]:
-    return [path for path, text in generated(chart).items() if not (chart / path).is_file() or (chart / path).read_text() != text]
+    return [
+        path
+        for path, text in generated(chart).items()
+        if not (chart / path).is_file() or (chart / path).read_text() != text
+    ]
 
 
 def main(argv: list[str]) -> int:

@@ -27,8 +27,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from components import catalog
-from components.observability import ObservabilityConfig
 from components.fit import FitReport, check_fit
+from components.observability import ObservabilityConfig
 from components.secrets import SECRET_KEYS, secret_flag
 from components.wrapper_env import MAX_RETRIES_LIMIT
 
@@ -69,7 +69,7 @@ def _seconds(value: Any) -> Any:
 def _whole_seconds(value: float) -> int:
     if value < 0:
         raise ValueError("must not be negative; use 0 or 'never' to keep it always on")
-    return int(math.ceil(value))
+    return math.ceil(value)
 
 
 Seconds = Annotated[int, BeforeValidator(_seconds), AfterValidator(_whole_seconds)]
@@ -90,9 +90,7 @@ Quantity = Annotated[str, BeforeValidator(_quantity)]
 class Section(BaseModel):
     """Keys are camelCase in stack files, as in every Pulumi config; misspelt keys are errors."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 # ------------------------------------------------------------------- sections
@@ -294,8 +292,11 @@ class StackConfig(Section):
         shape = catalog.MODELS.get(self.model.id)
         if shape and not self.gpu.is_cpu and shape.attention_heads % self.gpu.count:
             problems.append(
-                ("gpu.count", f"{self.gpu.count} does not divide {self.model.id}'s {shape.attention_heads} "
-                 "attention heads, so vLLM cannot split it across the GPUs; use 1, 2, 4 or 8")
+                (
+                    "gpu.count",
+                    f"{self.gpu.count} does not divide {self.model.id}'s {shape.attention_heads} "
+                    "attention heads, so vLLM cannot split it across the GPUs; use 1, 2, 4 or 8",
+                )
             )
         report = check_fit(self)
         if report is not None and not report.fits:
@@ -309,8 +310,11 @@ class StackConfig(Section):
                 )
             if self.modal.min_containers > self.modal.max_containers:
                 problems.append(
-                    ("modal.maxContainers", f"{self.modal.max_containers} is below modal.minContainers "
-                     f"{self.modal.min_containers}; raise maxContainers or lower minContainers")
+                    (
+                        "modal.maxContainers",
+                        f"{self.modal.max_containers} is below modal.minContainers "
+                        f"{self.modal.min_containers}; raise maxContainers or lower minContainers",
+                    )
                 )
         if problems:
             raise ValueError("\n".join(f"{key}: {msg}" for key, msg in problems))

@@ -116,6 +116,7 @@ def break_even_hours(tail_seconds: float, wakes_per_day: float | None = None) ->
     `wakes_per_day` None means the default rule (one per active hour), whose billed hours
     jump at each whole hour; the function is monotone, so bisection finds the edge.
     """
+
     def billed(hours: float) -> float:
         wakes = default_wakes(hours) if wakes_per_day is None else wakes_per_day
         return gpu_hours_per_day(hours, wakes, tail_seconds)
@@ -169,7 +170,9 @@ def gpu_price(provider: str, gpu_type: str, table: dict[str, Any] | None = None)
 
 def wrapper_price(provider: str, table: dict[str, Any] | None = None) -> Price:
     table = table or price_table()
-    entry = table["providers"].get(provider, {}).get("wrapper") or table["providers"][table["default_provider"]]["wrapper"]
+    entry = (
+        table["providers"].get(provider, {}).get("wrapper") or table["providers"][table["default_provider"]]["wrapper"]
+    )
     return _price(entry)
 
 
@@ -303,7 +306,8 @@ def estimate(
             )
 
     wrapper = (
-        Price(wrapper_hourly, "given", "--wrapper-hourly") if wrapper_hourly is not None
+        Price(wrapper_hourly, "given", "--wrapper-hourly")
+        if wrapper_hourly is not None
         else wrapper_price(provider, table)
     )
     idle_assumed = False

@@ -75,6 +75,7 @@ def weights_gib(config: StackConfig) -> float | None:
 def _kv_gib(config: StackConfig, params_b: float) -> float:
     shape = catalog.MODELS.get(config.model.id)
     kv_dtype_bytes = 4 if config.vllm.dtype == "float32" else 2
+    per_token: float
     if shape:
         per_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * kv_dtype_bytes
     else:

@@ -62,7 +62,10 @@ def helm_values(config: StackConfig, secrets: SecretsMode = "existing") -> dict[
         # Helm would refuse to adopt a Namespace it did not create.
         kubernetes["createNamespace"] = False
     elif secrets == "placeholders":
-        secret_values = {"create": True, **{key: REDACTED for key in sorted(config.secrets_present) if key in SECRET_ENV}}
+        secret_values = {
+            "create": True,
+            **{key: REDACTED for key in sorted(config.secrets_present) if key in SECRET_ENV},
+        }
     else:
         raise ValueError(f"secrets: {secrets!r} is neither 'existing' nor 'placeholders'")
     values: dict[str, Any] = {

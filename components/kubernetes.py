@@ -58,8 +58,12 @@ _CUSTOM_KINDS = {("monitoring.coreos.com/v1", "PodMonitor"), ("monitoring.coreos
 def declare(obj: Manifest, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
     if (obj["apiVersion"], obj["kind"]) in _CUSTOM_KINDS:
         return k8s.apiextensions.CustomResource(
-            resource_name(obj), api_version=obj["apiVersion"], kind=obj["kind"],
-            metadata=obj["metadata"], spec=obj["spec"], opts=opts,
+            resource_name(obj),
+            api_version=obj["apiVersion"],
+            kind=obj["kind"],
+            metadata=obj["metadata"],
+            spec=obj["spec"],
+            opts=opts,
         )
     cls = _CLASSES[(obj["apiVersion"], obj["kind"])]
     kwargs = {_FIELDS[k]: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
@@ -72,7 +76,7 @@ def secret_digest(secret_values: dict[str, pulumi.Output[str] | None]) -> pulumi
     present = {k: v for k, v in sorted(secret_values.items()) if v is not None}
 
     def digest(values: list[str]) -> str:
-        text = "\0".join(f"{k}={v}" for k, v in zip(present, values))
+        text = "\0".join(f"{k}={v}" for k, v in zip(present, values, strict=False))
         return hashlib.sha256(f"vllm-deploy\0{text}".encode()).hexdigest()
 
     return pulumi.Output.unsecret(pulumi.Output.all(*present.values()).apply(digest))
@@ -157,16 +161,19 @@ class KubernetesDeployment(pulumi.ComponentResource):
             if config.kubernetes.context
             else None
         )
-        providers = [self.provider] if self.provider else None
+        providers: list[pulumi.ProviderResource] | None = [self.provider] if self.provider else None
         child = pulumi.ResourceOptions(parent=self, provider=self.provider)
         depends: list[pulumi.Resource] = []
         if objects.namespace:
             self.namespace = declare(objects.namespace, child)
             depends.append(self.namespace)
         in_namespace = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=depends)
-        self.secret = declare(objects.secret, pulumi.ResourceOptions.merge(
-            in_namespace, pulumi.ResourceOptions(additional_secret_outputs=["data", "stringData"])
-        ))
+        self.secret = declare(
+            objects.secret,
+            pulumi.ResourceOptions.merge(
+                in_namespace, pulumi.ResourceOptions(additional_secret_outputs=["data", "stringData"])
+            ),
+        )
         after_secret = pulumi.ResourceOptions(parent=self, providers=providers, depends_on=[*depends, self.secret])
         self.vllm = VllmServer(f"{name}-vllm", config, objects.vllm, after_secret)
         self.wrapper = Wrapper(f"{name}-wrapper", config, [*objects.scaler, *objects.wrapper], after_secret)

@@ -355,7 +355,11 @@ def _service(config: StackConfig, name: str, component: str, port: int, headless
         spec |= {"clusterIP": "None", "publishNotReadyAddresses": True}
     else:
         spec["type"] = "ClusterIP"
-    metadata = {"name": name, "namespace": config.kubernetes.namespace, "labels": labels(config, component, versioned=False)}
+    metadata = {
+        "name": name,
+        "namespace": config.kubernetes.namespace,
+        "labels": labels(config, component, versioned=False),
+    }
     if component == "vllm":
         # pulumi-kubernetes awaits a Service until its Endpoints list a ready address
         # (provider/pkg/await/service.go, 10 min by default): for vLLM that proves nothing the

@@ -66,8 +66,9 @@ class ModalSdkClient:
     """`ModalClient` on the Modal SDK (1.6), async forms; credentials from env or ~/.modal.toml."""
 
     async def upsert_secret(self, name: str, values: Mapping[str, str]) -> bool:
-        import modal
         from modal.exception import AlreadyExistsError
+
+        import modal
 
         env = dict(values)
         try:
@@ -98,8 +99,9 @@ class ModalSdkClient:
         return Deployed(app_id=app.app_id or "", urls=urls)
 
     async def stop(self, app_name: str) -> None:
-        import modal
         from modal.exception import NotFoundError
+
+        import modal
 
         try:
             app = await modal.App.lookup.aio(app_name)
@@ -137,9 +139,10 @@ def modal_credentials_present(env: Mapping[str, str] | None = None, home: Path |
     profile = profiles.get(name)
     if not isinstance(profile, dict):
         return False
-    return bool((env.get("MODAL_TOKEN_ID") or profile.get("token_id")) and (
-        env.get("MODAL_TOKEN_SECRET") or profile.get("token_secret")
-    ))
+    return bool(
+        (env.get("MODAL_TOKEN_ID") or profile.get("token_id"))
+        and (env.get("MODAL_TOKEN_SECRET") or profile.get("token_secret"))
+    )
 
 
 def require_modal_credentials() -> None:
@@ -218,7 +221,9 @@ class ModalSecretProvider(_ModalProvider):
         values = _secret_values(news)
         _run(client.upsert_secret(news["name"], values))
         # The same name (a rename is a replace): who created it does not change.
-        return UpdateResult(self._outs(news["name"], values, int(olds.get("version") or 0) + 1, olds.get("created") is True))
+        return UpdateResult(
+            self._outs(news["name"], values, int(olds.get("version") or 0) + 1, olds.get("created") is True)
+        )
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         if props.get("created") is not True:

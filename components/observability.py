@@ -59,7 +59,9 @@ class _Section(BaseModel):
 
 class AlertSettings(_Section):
     ttft_p95_seconds: float = Field(default=2.0, gt=0, description="objective for vLLM's p95 time to first token")
-    idle_hours: int = Field(default=3, ge=1, le=720, description="hours without a request, replicas up, before an alert")
+    idle_hours: int = Field(
+        default=3, ge=1, le=720, description="hours without a request, replicas up, before an alert"
+    )
 
 
 class DashboardSettings(_Section):
@@ -143,7 +145,11 @@ def rule_groups(obs: ObservabilityConfig, wake_timeout: int) -> list[Manifest]:
 
 
 def _metadata(release: Release, name: str, component: str, extra_labels: dict[str, str] | None = None) -> Manifest:
-    return {"name": name, "namespace": release.namespace, "labels": {**release.labels[component], **(extra_labels or {})}}
+    return {
+        "name": name,
+        "namespace": release.namespace,
+        "labels": {**release.labels[component], **(extra_labels or {})},
+    }
 
 
 def pod_monitor(obs: ObservabilityConfig, release: Release, component: str) -> Manifest:
@@ -233,7 +239,11 @@ def build(obs: ObservabilityConfig, release: Release) -> list[Manifest]:
     if not obs.enabled:
         return []
     if obs.prometheus_operator:
-        objects = [pod_monitor(obs, release, "vllm"), pod_monitor(obs, release, "wrapper"), prometheus_rule(obs, release)]
+        objects = [
+            pod_monitor(obs, release, "vllm"),
+            pod_monitor(obs, release, "wrapper"),
+            prometheus_rule(obs, release),
+        ]
     else:
         objects = [metrics_service(release, "vllm"), metrics_service(release, "wrapper")]
     objects.append(scrape_network_policy(obs, release))

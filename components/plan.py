@@ -98,7 +98,9 @@ class WrapperPlan:
     # timeout starts: the wrapper's timeout then covers the longer of the wake wait and the start.
     timeout_through_cold_start: int
 
-    def environment(self, *, base_url: str | None = None, listen: bool = False, timeout: int | None = None) -> dict[str, str]:
+    def environment(
+        self, *, base_url: str | None = None, listen: bool = False, timeout: int | None = None
+    ) -> dict[str, str]:
         """The plain (non-secret) settings; the keys come from the Secret (`secrets`).
 
         `base_url`: where vLLM is, when the target knows it before the wrapper starts;

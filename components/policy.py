@@ -33,8 +33,7 @@ def pinned_images(objects: list[Manifest]) -> list[str]:
     return [
         f"{where}: image {c['image']!r} is not pinned to a tag or digest"
         for where, c in _containers(objects)
-        if "@sha256:" not in c["image"]
-        and (":" not in c["image"].rsplit("/", 1)[-1] or c["image"].endswith(":latest"))
+        if "@sha256:" not in c["image"] and (":" not in c["image"].rsplit("/", 1)[-1] or c["image"].endswith(":latest"))
     ]
 
 
@@ -123,11 +122,22 @@ def awaited(objects: list[Manifest]) -> list[str]:
             found.append(f"{where}: app.kubernetes.io/version label, so an image bump updates and re-awaits it")
         selects_vllm = obj["spec"].get("selector", {}).get("app.kubernetes.io/component") == "vllm"
         if selects_vllm and obj["metadata"].get("annotations", {}).get(SKIP_AWAIT) != "true":
-            found.append(f"{where}: selects vLLM's pods without {SKIP_AWAIT}: \"true\" (waits 10 min for a loading or sleeping vLLM)")
+            found.append(
+                f'{where}: selects vLLM\'s pods without {SKIP_AWAIT}: "true" (waits 10 min for a loading or sleeping vLLM)'
+            )
     return found
 
 
-_BASELINE_VOLUMES = {"emptyDir", "persistentVolumeClaim", "secret", "configMap", "projected", "downwardAPI", "ephemeral", "csi"}
+_BASELINE_VOLUMES = {
+    "emptyDir",
+    "persistentVolumeClaim",
+    "secret",
+    "configMap",
+    "projected",
+    "downwardAPI",
+    "ephemeral",
+    "csi",
+}
 
 
 def pod_security_level(template: Manifest) -> str:
@@ -141,7 +151,9 @@ def pod_security_level(template: Manifest) -> str:
     if host or privileged or host_path:
         return "privileged"
     pod_context = spec.get("securityContext", {})
-    non_root = all(c.get("securityContext", {}).get("runAsNonRoot", pod_context.get("runAsNonRoot")) for c in containers)
+    non_root = all(
+        c.get("securityContext", {}).get("runAsNonRoot", pod_context.get("runAsNonRoot")) for c in containers
+    )
     restricted_ok = (
         non_root
         and pod_context.get("seccompProfile", {}).get("type") == "RuntimeDefault"
@@ -163,7 +175,9 @@ def pod_security(objects: list[Manifest]) -> list[str]:
         if obj["kind"] == "Namespace":
             enforced = obj["metadata"].get("labels", {}).get("pod-security.kubernetes.io/enforce")
             if enforced not in ("baseline", "restricted"):
-                found.append(f"Namespace/{obj['metadata']['name']}: enforces Pod Security {enforced or 'nothing'}, not baseline or stricter")
+                found.append(
+                    f"Namespace/{obj['metadata']['name']}: enforces Pod Security {enforced or 'nothing'}, not baseline or stricter"
+                )
     for obj, template in _pods(objects):
         level = pod_security_level(template)
         where = f"{obj['kind']}/{obj['metadata']['name']}"

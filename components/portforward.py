@@ -70,7 +70,8 @@ class PortForward:
 
     def command(self) -> list[str]:
         head = [self.kubectl] + (["--context", self.context] if self.context else [])
-        return head + [
+        return [
+            *head,
             "port-forward",
             "--namespace",
             self.namespace,
@@ -103,7 +104,8 @@ class PortForward:
         head = "kubectl port-forward is running" if code is None else f"kubectl port-forward exited with {code}"
         text = self._log.read_text(errors="replace") if self._log and self._log.exists() else ""
         said = " ".join(
-            line.strip() for line in text.splitlines()
+            line.strip()
+            for line in text.splitlines()
             if line.strip() and not line.startswith(("Forwarding from", "Handling connection for"))
         )
         said = said if len(said) <= limit else "…" + said[-limit:]
@@ -118,9 +120,7 @@ class PortForward:
         if self.local_port is None:
             self.local_port = free_port(self.host)
         where = f" (context {self.context})" if self.context else ""
-        self.progress(
-            f"port-forward svc/{self.service} -n {self.namespace}{where} → {self.host}:{self.local_port}"
-        )
+        self.progress(f"port-forward svc/{self.service} -n {self.namespace}{where} → {self.host}:{self.local_port}")
         fd, name = tempfile.mkstemp(prefix="vllm-deploy-port-forward-", suffix=".log")
         self._log = Path(name)
         with os.fdopen(fd, "wb") as log:

@@ -75,7 +75,9 @@ class Cluster(Protocol):
         """The API server's /version; raises Unreachable."""
         ...
 
-    def get(self, resource: str, name: str | None = None, *, namespace: str | None = None, all_namespaces: bool = False) -> Any:
+    def get(
+        self, resource: str, name: str | None = None, *, namespace: str | None = None, all_namespaces: bool = False
+    ) -> Any:
         """The object (or List) as JSON; None when it, or its resource type, does not exist."""
         ...
 
@@ -132,7 +134,9 @@ class Kubectl:
             self._raise_for(done)
         return json.loads(done.stdout)
 
-    def get(self, resource: str, name: str | None = None, *, namespace: str | None = None, all_namespaces: bool = False) -> Any:
+    def get(
+        self, resource: str, name: str | None = None, *, namespace: str | None = None, all_namespaces: bool = False
+    ) -> Any:
         args = ["get", resource, *([name] if name else []), "-o", "json"]
         if all_namespaces:
             args.append("--all-namespaces")
@@ -319,8 +323,12 @@ def check_gpu_nodes(cluster: Cluster, needs: Needs) -> Check:
             if ready:
                 return Check("gpu-nodes", "pass", f"no GPU asked for; {len(ready)} node(s) Ready")
             return Check("gpu-nodes", "fail", "no GPU asked for, but no node is Ready", "add a node to the cluster")
-        return Check("gpu-nodes", "warn", "vLLM asks for a GPU with no nodeSelector: it lands on any GPU node",
-                     "set `kubernetes.nodeSelector` to the GPU pool's labels")
+        return Check(
+            "gpu-nodes",
+            "warn",
+            "vLLM asks for a GPU with no nodeSelector: it lands on any GPU node",
+            "set `kubernetes.nodeSelector` to the GPU pool's labels",
+        )
     wanted = _selector_text(needs.node_selector)
     matching = [n for n in nodes if needs.node_selector.items() <= (n["metadata"].get("labels") or {}).items()]
     untolerated = [_untolerated(n, needs.tolerations) for n in matching]
@@ -336,7 +344,11 @@ def check_gpu_nodes(cluster: Cluster, needs: Needs) -> Check:
     if matching:
         names = ", ".join(n["metadata"]["name"] for n in matching[:3]) + (" …" if len(matching) > 3 else "")
         return Check("gpu-nodes", "pass", f"{len(matching)} node(s) carry {wanted}: {names}")
-    pools = [p for p in _items(cluster.get(KARPENTER_NODEPOOLS)) if _nodepool_can_carry(p, needs.node_selector, needs.wants_gpu)]
+    pools = [
+        p
+        for p in _items(cluster.get(KARPENTER_NODEPOOLS))
+        if _nodepool_can_carry(p, needs.node_selector, needs.wants_gpu)
+    ]
     if pools:
         names = ", ".join(p["metadata"]["name"] for p in pools)
         return Check(
@@ -380,13 +392,16 @@ def _tolerates(toleration: Manifest, taint: Manifest) -> bool:
 def _untolerated(node: Manifest, tolerations: list[Manifest]) -> list[Manifest]:
     taints = node.get("spec", {}).get("taints", [])
     return [
-        t for t in taints
+        t
+        for t in taints
         if t.get("effect") in ("NoSchedule", "NoExecute") and not any(_tolerates(tol, t) for tol in tolerations)
     ]
 
 
 def _ready(node: Manifest) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in node.get("status", {}).get("conditions", []))
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in node.get("status", {}).get("conditions", [])
+    )
 
 
 def check_device_plugin(cluster: Cluster, needs: Needs) -> Check:
@@ -410,17 +425,27 @@ def check_device_plugin(cluster: Cluster, needs: Needs) -> Check:
         status = plugin.get("status", {})
         desired, ready = status.get("desiredNumberScheduled", 0), status.get("numberReady", 0)
         if desired == 0:
-            return Check("device-plugin", "pass", f"{where} is installed; on no node yet (it starts with the first GPU node)")
+            return Check(
+                "device-plugin", "pass", f"{where} is installed; on no node yet (it starts with the first GPU node)"
+            )
         if ready < desired:
-            return Check("device-plugin", "warn", f"{where}: {ready} of {desired} pods ready",
-                         f"`kubectl -n {plugin['metadata']['namespace']} describe daemonset {plugin['metadata']['name']}`")
+            return Check(
+                "device-plugin",
+                "warn",
+                f"{where}: {ready} of {desired} pods ready",
+                f"`kubectl -n {plugin['metadata']['namespace']} describe daemonset {plugin['metadata']['name']}`",
+            )
         return Check("device-plugin", "pass", f"{where}: {ready} of {desired} pods ready")
-    advertising = [n for n in _items(cluster.get("nodes")) if GPU_RESOURCE in n.get("status", {}).get("allocatable", {})]
+    advertising = [
+        n for n in _items(cluster.get("nodes")) if GPU_RESOURCE in n.get("status", {}).get("allocatable", {})
+    ]
     if advertising:
         return Check("device-plugin", "pass", f"{len(advertising)} node(s) advertise {GPU_RESOURCE}")
     if forbidden:
         return Check("device-plugin", "warn", f"cannot list DaemonSets to look for it: {forbidden}", fix)
-    return Check("device-plugin", "fail", f"no nvidia device-plugin DaemonSet, and no node advertises {GPU_RESOURCE}", fix)
+    return Check(
+        "device-plugin", "fail", f"no nvidia device-plugin DaemonSet, and no node advertises {GPU_RESOURCE}", fix
+    )
 
 
 def _is_default(storage_class: Manifest) -> bool:
@@ -448,8 +473,12 @@ def check_storage(cluster: Cluster, needs: Needs) -> Check:
                 )
             return Check("storage", "pass", f"the cache uses the default StorageClass {defaults[-1]}")
         if wanted not in names:
-            return Check("storage", "fail", f"StorageClass {wanted} does not exist; classes: {listed}",
-                         "set `kubernetes.cache.storageClass` to one of them")
+            return Check(
+                "storage",
+                "fail",
+                f"StorageClass {wanted} does not exist; classes: {listed}",
+                "set `kubernetes.cache.storageClass` to one of them",
+            )
     return Check("storage", "pass", f"StorageClass {', '.join(c for c in needs.storage_classes if c)} exists")
 
 
@@ -464,7 +493,9 @@ def _level_needed(spec: Manifest) -> str:
     pod = spec.get("securityContext") or {}
     contexts = [c.get("securityContext") or {} for c in containers]
     if (
-        spec.get("hostNetwork") or spec.get("hostPID") or spec.get("hostIPC")
+        spec.get("hostNetwork")
+        or spec.get("hostPID")
+        or spec.get("hostIPC")
         or any("hostPath" in v for v in spec.get("volumes", []))
         or any(c.get("privileged") for c in contexts)
         or any(p.get("hostPort") for c in containers for p in c.get("ports", []))
@@ -487,10 +518,17 @@ def check_pod_security(cluster: Cluster, needs: Needs) -> Check:
     namespace = cluster.get("namespace", needs.namespace)
     if namespace is None:
         if needs.creates_namespace:
-            return Check("pod-security", "pass",
-                         f"namespace {needs.namespace} does not exist yet; the stack creates it (its pods need {needed})")
-        return Check("pod-security", "fail", f"namespace {needs.namespace} does not exist and the stack does not create it",
-                     f"`kubectl create namespace {needs.namespace}`, or set `kubernetes.createNamespace: true`")
+            return Check(
+                "pod-security",
+                "pass",
+                f"namespace {needs.namespace} does not exist yet; the stack creates it (its pods need {needed})",
+            )
+        return Check(
+            "pod-security",
+            "fail",
+            f"namespace {needs.namespace} does not exist and the stack does not create it",
+            f"`kubectl create namespace {needs.namespace}`, or set `kubernetes.createNamespace: true`",
+        )
     enforce = (namespace["metadata"].get("labels") or {}).get(PSA_ENFORCE, "privileged")
     if enforce not in PSA_LEVELS:
         return Check("pod-security", "warn", f"namespace {needs.namespace} enforces an unknown level {enforce!r}")
@@ -515,7 +553,8 @@ def check_image(cluster: Cluster, needs: Needs) -> Check:
     except Forbidden as error:
         return Check("image", "skip", f"cannot read events in {needs.namespace}: {error}")
     failures = [
-        e for e in events
+        e
+        for e in events
         if e.get("reason") in ("Failed", "BackOff", "ErrImagePull")
         and _PULL_FAILURE.search(e.get("message", ""))
         and any(image in e.get("message", "") for image in needs.images)
@@ -570,7 +609,9 @@ def run_checks(cluster: Cluster, needs: Needs, context: str | None) -> list[Chec
             name = check.__name__.removeprefix("check_").replace("_", "-")
             checks.append(Check(name, "warn", f"could not check: {error}", "run preflight with read access to it"))
         except Unreachable as error:
-            checks.append(Check(check.__name__.removeprefix("check_"), "fail", f"the cluster stopped answering: {error}"))
+            checks.append(
+                Check(check.__name__.removeprefix("check_"), "fail", f"the cluster stopped answering: {error}")
+            )
     return checks
 
 
@@ -587,4 +628,3 @@ def format_report(report: Report) -> str:
     verdict = "ok" if report.ok else "FAILED"
     lines.append(f"{verdict}: {counts['pass']} passed, {counts['warn']} warned, {counts['fail']} failed")
     return "\n".join(lines)
-

@@ -181,7 +181,10 @@ class Smoke:
             status, detail = body()
         except httpx.TimeoutException as error:
             status, detail = "fail", f"timed out after {self.timeout:g} s ({type(error).__name__})"
-            hint = [f"a slow answer? raise the per-request limit with --timeout (now {self.timeout:g} s)", *self.hints.reach()]
+            hint = [
+                f"a slow answer? raise the per-request limit with --timeout (now {self.timeout:g} s)",
+                *self.hints.reach(),
+            ]
         except httpx.TransportError as error:
             # Refused, reset or closed: nothing answered at the other end of the URL.
             status, detail = "fail", f"cannot reach the wrapper at {self.url} ({type(error).__name__}: {error})"
@@ -234,7 +237,10 @@ class Smoke:
                 detail = f"vLLM {_vllm_state(state)}; not waking it (--wait 0)"
             else:
                 detail = f"vLLM {_vllm_state(state)} and the stack is {why}: nothing will wake it"
-            hint = [*self.hints.vllm(), f"just deployed? the model may still be loading: rerun with --wait {w.suggest_wait}"]
+            hint = [
+                *self.hints.vllm(),
+                f"just deployed? the model may still be loading: rerun with --wait {w.suggest_wait}",
+            ]
             self._record("vllm", started, "fail", detail, hint)
             return
         name = "wake" if wakes else "wait"
@@ -335,7 +341,10 @@ class Smoke:
                 return "fail", f"usage does not add up: {usage}"
             if message.get("content") is None:
                 return "fail", "the answer has no message content"
-            return "pass", f"usage {prompt} prompt + {completion} completion tokens, finish {data['choices'][0].get('finish_reason')}"
+            return (
+                "pass",
+                f"usage {prompt} prompt + {completion} completion tokens, finish {data['choices'][0].get('finish_reason')}",
+            )
 
         self._run("chat", body)
 
@@ -380,14 +389,21 @@ class Smoke:
                 if not self.vllm_ready:
                     # An open wrapper passes this request to vLLM, and one that wakes vLLM holds
                     # it for up to its wakeTimeout (/v1/models counts as activity): do not probe.
-                    return "skip", "no wrapper key configured: the wrapper is open (not probed while vLLM is unavailable)"
+                    return (
+                        "skip",
+                        "no wrapper key configured: the wrapper is open (not probed while vLLM is unavailable)",
+                    )
                 response = self.client.get("/v1/models")
                 if response.status_code == 401:
                     return "fail", f"the wrapper wants a key none was given for; set {KEY_ENV}"
                 return "skip", "no wrapper key configured: the wrapper is open to anyone who reaches it"
             without = self.client.get("/v1/models")
             wrong = self.client.get("/v1/models", headers=self._headers(f"wrong-{secrets.token_hex(8)}"))
-            bad = [f"{label} → HTTP {r.status_code}" for label, r in (("no key", without), ("wrong key", wrong)) if r.status_code != 401]
+            bad = [
+                f"{label} → HTTP {r.status_code}"
+                for label, r in (("no key", without), ("wrong key", wrong))
+                if r.status_code != 401
+            ]
             if bad:
                 return "fail", "key not enforced: " + ", ".join(bad) + " (expected 401)"
             return "pass", "no key → 401, wrong key → 401"
@@ -435,7 +451,9 @@ def _vllm_state(health: dict[str, Any]) -> str:
 # ------------------------------------------------------------------- the key
 
 
-def wrapper_key(stack: str | None, *, stack_declares_key: bool, cwd: Path | None = None, progress: Progress | None = None) -> tuple[str | None, str]:
+def wrapper_key(
+    stack: str | None, *, stack_declares_key: bool, cwd: Path | None = None, progress: Progress | None = None
+) -> tuple[str | None, str]:
     """The wrapper key and where it came from ("env", "pulumi", "none"); the key is never logged."""
     value = os.environ.get(KEY_ENV, "").strip()
     if value:
@@ -445,10 +463,16 @@ def wrapper_key(stack: str | None, *, stack_declares_key: bool, cwd: Path | None
         try:
             result = subprocess.run(
                 ["pulumi", "config", "get", "wrapperApiKey", "--stack", stack],
-                capture_output=True, text=True, timeout=60, cwd=cwd, stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
             )
         except (OSError, subprocess.TimeoutExpired) as error:
-            raise SmokeError(f"`pulumi config get wrapperApiKey` failed ({type(error).__name__}); set {KEY_ENV}") from None
+            raise SmokeError(
+                f"`pulumi config get wrapperApiKey` failed ({type(error).__name__}); set {KEY_ENV}"
+            ) from None
         if result.returncode == 0 and result.stdout.strip():
             return result.stdout.strip(), "pulumi"
         # pulumi's stderr names the key, never its value.
@@ -475,9 +499,14 @@ def waking_for(config: Any, *, wait: float | None) -> Waking:
         # Modal keeps modal.minContainers GPU containers up whatever the idle timeout (an
         # always-on Modal stack gets at least one: components/modal_app/spec.py).
         scales = config.scales_to_zero and config.modal.min_containers == 0
-        why = idle if scales else (
-            f"always on (modal.minContainers {config.modal.min_containers})" if config.scales_to_zero
-            else "always on (no idleTimeout)"
+        why = (
+            idle
+            if scales
+            else (
+                f"always on (modal.minContainers {config.modal.min_containers})"
+                if config.scales_to_zero
+                else "always on (no idleTimeout)"
+            )
         )
     else:
         scales = config.scales_to_zero
@@ -525,8 +554,10 @@ def _kubectl(context: str | None) -> str:
 def _context_hint(context: str | None) -> str:
     if context:
         return f"the kube context: {context} (kubernetes.context or --context) must be the cluster the stack is deployed to"
-    return ("the kube context: the current one (`kubectl config current-context`); "
-            "set kubernetes.context or pass --context if the stack is deployed elsewhere")
+    return (
+        "the kube context: the current one (`kubectl config current-context`); "
+        "set kubernetes.context or pass --context if the stack is deployed elsewhere"
+    )
 
 
 def vllm_hints(config: Any, stack: str, context: str | None) -> list[str]:
@@ -632,8 +663,11 @@ def _target(
     except PortForwardError as error:
         raise SmokeError(
             str(error),
-            [f"the stack's wrapper Service: {_kubectl(context)} get svc -n {n.namespace} {n.service}",
-             _context_hint(context), "or pass --url with the URL of a wrapper you can reach directly"],
+            [
+                f"the stack's wrapper Service: {_kubectl(context)} get svc -n {n.namespace} {n.service}",
+                _context_hint(context),
+                "or pass --url with the URL of a wrapper you can reach directly",
+            ],
         ) from None
     try:
         hints = Hints(
@@ -654,10 +688,16 @@ WAIT_HELP = (
 
 def smoke_command(
     stack: Annotated[str, typer.Argument(help="Stack name: stacks/Pulumi.<STACK>.yaml")],
-    stacks_dir: Annotated[Path, typer.Option("--stacks-dir", help="Where the stack files live")] = None,  # type: ignore[assignment]
-    url: Annotated[str | None, typer.Option("--url", help="Check this wrapper URL instead of port-forwarding (Modal, an ingress)")] = None,
-    context: Annotated[str | None, typer.Option("--context", help="kube context (default: kubernetes.context, else the current one)")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Served model to expect (default: the stack's model name)")] = None,
+    stacks_dir: Annotated[Path | None, typer.Option("--stacks-dir", help="Where the stack files live")] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", help="Check this wrapper URL instead of port-forwarding (Modal, an ingress)")
+    ] = None,
+    context: Annotated[
+        str | None, typer.Option("--context", help="kube context (default: kubernetes.context, else the current one)")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Served model to expect (default: the stack's model name)")
+    ] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds per request")] = 60,
     wait: Annotated[float | None, typer.Option("--wait", min=0, metavar="SECONDS", help=WAIT_HELP)] = None,
     # The earlier name of --wait, kept for scripts that pass it.

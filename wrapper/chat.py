@@ -42,7 +42,9 @@ class ChatResponse(BaseModel):
     finish_reason: str | None = None
 
 
-def upstream_body(req: ChatRequest, model: str | None, default_max_tokens: int | None, default_temperature: float) -> dict:
+def upstream_body(
+    req: ChatRequest, model: str | None, default_max_tokens: int | None, default_temperature: float
+) -> dict:
     body: dict = {"messages": [m.model_dump() for m in req.messages]}
     if model:
         body["model"] = model

@@ -43,8 +43,7 @@ class Caps:
             if size > self.max_prompt_chars:
                 raise APIError(
                     400,
-                    f"'{prompt_field}' holds {size} characters; this server accepts at most "
-                    f"{self.max_prompt_chars}",
+                    f"'{prompt_field}' holds {size} characters; this server accepts at most {self.max_prompt_chars}",
                     param=prompt_field,
                     code="limit_exceeded",
                 )
@@ -54,9 +53,7 @@ def _at_most(obj: dict, name: str, limit: int) -> None:
     v = obj.get(name)
     # Non-integers are left to vLLM's own validation (it answers them with its usual 400).
     if type(v) is int and v > limit:
-        raise APIError(
-            400, f"'{name}' is {v}; this server allows at most {limit}", param=name, code="limit_exceeded"
-        )
+        raise APIError(400, f"'{name}' is {v}; this server allows at most {limit}", param=name, code="limit_exceeded")
 
 
 def prompt_chars(prompt: object) -> int:
@@ -158,7 +155,9 @@ class RateLimiter:
     the request body's bytes plus one per streamed event). Refusals are 429 with ``Retry-After``.
     """
 
-    def __init__(self, requests_per_minute: int | None, tokens_per_minute: int | None, max_callers: int = 10_000) -> None:
+    def __init__(
+        self, requests_per_minute: int | None, tokens_per_minute: int | None, max_callers: int = 10_000
+    ) -> None:
         self.rpm = requests_per_minute
         self.tpm = tokens_per_minute
         self.max_callers = max_callers

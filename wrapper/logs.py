@@ -14,8 +14,7 @@ _STD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"mess
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, object] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -69,7 +68,7 @@ class AccessLog:
 
 def setup_logging(level: str = "INFO") -> None:
     # Cheaper records: no caller lookup, thread or process names (not in our output anyway).
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

@@ -112,8 +112,14 @@ class GatewayMiddleware:
 
         try:
             if n_auth > 1:
-                await reply(APIError(400, "more than one Authorization header; send exactly one",
-                                     param="Authorization", code="ambiguous_request"))
+                await reply(
+                    APIError(
+                        400,
+                        "more than one Authorization header; send exactly one",
+                        param="Authorization",
+                        code="ambiguous_request",
+                    )
+                )
             elif not trusted and not is_open(path):
                 await reply(
                     APIError(
@@ -128,12 +134,14 @@ class GatewayMiddleware:
             elif method == "POST" and path in JSON_ROUTES:
                 if not _is_json(content_type):
                     got = content_type.decode("latin-1")[:100] if content_type else "none"
-                    await reply(APIError(
-                        400,
-                        f"Content-Type must be application/json (got {got!r}); send the body as JSON",
-                        param="Content-Type",
-                        code="unsupported_media_type",
-                    ))
+                    await reply(
+                        APIError(
+                            400,
+                            f"Content-Type must be application/json (got {got!r}); send the body as JSON",
+                            param="Content-Type",
+                            code="unsupported_media_type",
+                        )
+                    )
                     return
                 try:
                     raw = await self._read_body(receive)
@@ -209,6 +217,7 @@ class GatewayMiddleware:
         nobody will read (streams have their own watcher in ``UpstreamStream``).
         """
         task = asyncio.current_task()
+        assert task is not None  # called from a request's task
         gone = False
 
         async def watch() -> None:
@@ -259,8 +268,12 @@ async def read_body(receive, limit: int) -> bytes:
         if chunk:
             size += len(chunk)
             if size > limit:
-                raise APIError(413, f"request body larger than {limit} bytes", code="request_too_large",
-                               headers={"Connection": "close"})
+                raise APIError(
+                    413,
+                    f"request body larger than {limit} bytes",
+                    code="request_too_large",
+                    headers={"Connection": "close"},
+                )
             chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -13,12 +15,12 @@ from .limits import Caps
 from .metrics import Metrics
 from .proxy import Proxy, upstream_error
 from .routing.prefix import chat_key
+from .routing.report import replica_report
 from .settings import Settings
 from .streaming import UpstreamStream
-from .routing.report import replica_report
 from .upstream import Upstream, read_and_close
 
-_ERROR = {
+_ERROR: dict[str, Any] = {
     "description": "OpenAI-style error",
     "content": {
         "application/json": {
@@ -39,7 +41,7 @@ _ERROR = {
         }
     },
 }
-_ERRORS = {s: _ERROR for s in (400, 401, 404, 408, 413, 429, 502, 503, 504)}
+_ERRORS: dict[int | str, dict[str, Any]] = {s: _ERROR for s in (400, 401, 404, 408, 413, 429, 502, 503, 504)}
 
 _MESSAGE = {
     "type": "object",
@@ -192,7 +194,7 @@ def build_router(settings: Settings, upstream: Upstream, metrics: Metrics, proxy
         asleep = scaler is not None and scaler.state.value == "scaled_to_zero"
         ok = False if asleep else await upstream.available()
         model = settings.model or (upstream.known_model() if ok else None)
-        out = {
+        out: dict[str, Any] = {
             "status": "healthy" if ok else "degraded",
             "vllm_available": ok,
             "model": model,
@@ -221,8 +223,16 @@ def build_router(settings: Settings, upstream: Upstream, metrics: Metrics, proxy
             },
             "model": settings.model or upstream.known_model(),
             "auth_required": settings.wrapper_api_key is not None,
-            "endpoints": ["/chat", "/v1/chat/completions", "/v1/completions", "/v1/models", "/models",
-                          "/health", "/metrics", "/docs"],
+            "endpoints": [
+                "/chat",
+                "/v1/chat/completions",
+                "/v1/completions",
+                "/v1/models",
+                "/models",
+                "/health",
+                "/metrics",
+                "/docs",
+            ],
         }
 
     @router.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response)
@@ -232,4 +242,4 @@ def build_router(settings: Settings, upstream: Upstream, metrics: Metrics, proxy
     return router
 
 
-__all__ = ["build_router", "APIError"]
+__all__ = ["APIError", "build_router"]

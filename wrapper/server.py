@@ -41,8 +41,9 @@ FD_RESERVE = 64  # listening socket, logs, the Kubernetes API, DNS...
 
 
 def _raw_error(status: int, reason: str, message: str, extra: bytes = b"") -> bytes:
-    body = orjson.dumps(error_body(message, "RequestTimeoutError" if status == 408 else "ServiceUnavailableError",
-                                   None, status))
+    body = orjson.dumps(
+        error_body(message, "RequestTimeoutError" if status == 408 else "ServiceUnavailableError", None, status)
+    )
     return (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n".encode()
@@ -160,7 +161,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     guard: ClassVar[ConnectionGuard | None] = None
     head_bytes = False
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         super().connection_made(transport)
         if self.guard is not None:
             self.guard.admit(self)

@@ -8,7 +8,6 @@ from typing import Literal
 from pydantic import AnyHttpUrl, Field, SecretStr, TypeAdapter, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _HTTP_URL: TypeAdapter[AnyHttpUrl] = TypeAdapter(AnyHttpUrl)
 
@@ -37,7 +36,9 @@ class Settings(BaseSettings):
     wrapper_api_key: SecretStr | None = Field(default=None, description="Bearer key clients must send")
     # A Modal proxy auth token (wk-…/ws-…), sent as Modal-Key/Modal-Secret to a vLLM behind Modal's proxy auth.
     modal_key: SecretStr | None = Field(default=None, description="Modal-Key header sent to vLLM")
-    modal_secret: SecretStr | None = Field(default=None, validate_default=True, description="Modal-Secret header sent to vLLM")
+    modal_secret: SecretStr | None = Field(
+        default=None, validate_default=True, description="Modal-Secret header sent to vLLM"
+    )
     default_max_tokens: int = Field(default=2048, ge=1, le=10_000_000)
     default_temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     max_retries: int = Field(default=3, ge=0, le=20)
@@ -53,21 +54,37 @@ class Settings(BaseSettings):
     max_connections: int = Field(default=4096, ge=16, le=1_000_000, description="open client connections per process")
     header_timeout: float = Field(default=10.0, gt=0.0, le=3600.0, description="seconds to receive a request's head")
     body_timeout: float = Field(default=60.0, gt=0.0, le=3600.0, description="seconds to receive a request's body")
-    keepalive_timeout: int = Field(default=5, ge=1, le=3600, description="idle seconds before a keep-alive connection closes")
+    keepalive_timeout: int = Field(
+        default=5, ge=1, le=3600, description="idle seconds before a keep-alive connection closes"
+    )
     # Request caps and rate limits (wrapper/limits.py); unset = no cap.
     max_n: int | None = Field(default=4, ge=1, le=1000, description="largest 'n' a request may ask for")
     max_completion_tokens: int | None = Field(default=None, ge=1, le=10_000_000, description="largest max_tokens")
-    max_prompt_chars: int | None = Field(default=None, ge=1, le=1_000_000_000, description="largest prompt, in characters")
-    rate_limit_requests: int | None = Field(default=None, ge=1, le=10_000_000, description="requests per minute per caller")
-    rate_limit_tokens: int | None = Field(default=None, ge=1, le=1_000_000_000, description="tokens per minute per caller")
+    max_prompt_chars: int | None = Field(
+        default=None, ge=1, le=1_000_000_000, description="largest prompt, in characters"
+    )
+    rate_limit_requests: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="requests per minute per caller"
+    )
+    rate_limit_tokens: int | None = Field(
+        default=None, ge=1, le=1_000_000_000, description="tokens per minute per caller"
+    )
     # Scale-to-zero on Kubernetes (wrapper/scaling): off unless VLLM_IDLE_TIMEOUT > 0.
-    idle_timeout: float = Field(default=0.0, ge=0.0, le=30 * 86_400.0, description="idle seconds before vLLM scales to 0")
-    wake_timeout: float = Field(default=600.0, ge=0.0, le=86_400.0, description="hold a request this long while vLLM wakes")
-    k8s_namespace: str | None = Field(default=None, description="namespace of the vLLM StatefulSet (default: the pod's)")
+    idle_timeout: float = Field(
+        default=0.0, ge=0.0, le=30 * 86_400.0, description="idle seconds before vLLM scales to 0"
+    )
+    wake_timeout: float = Field(
+        default=600.0, ge=0.0, le=86_400.0, description="hold a request this long while vLLM wakes"
+    )
+    k8s_namespace: str | None = Field(
+        default=None, description="namespace of the vLLM StatefulSet (default: the pod's)"
+    )
     k8s_statefulset: str | None = Field(default=None, validate_default=True, description="the vLLM StatefulSet")
     k8s_api_url: AnyHttpUrl | None = Field(default=None, description="API server URL (default: in-cluster)")
     k8s_lease: str | None = Field(default=None, description="the activity Lease (default: <statefulset>-activity)")
-    k8s_replicas: int = Field(default=1, ge=1, le=1000, description="vLLM replicas a wake from zero restores (vllm.replicas)")
+    k8s_replicas: int = Field(
+        default=1, ge=1, le=1000, description="vLLM replicas a wake from zero restores (vllm.replicas)"
+    )
     # Several vLLM replicas (wrapper/routing): how to pick one, and how to find them.
     routing: Literal["prefix", "least-load", "round-robin"] | None = Field(
         default=None, description="routing policy; unset = prefix with several replicas"
@@ -78,11 +95,25 @@ class Settings(BaseSettings):
     eject_seconds: float = Field(default=5.0, gt=0.0, le=3600.0, description="least time a replica stays ejected")
     discovery: Literal["static", "endpointslices"] = "static"
     discovery_service: str | None = Field(default=None, validate_default=True, description="headless Service of vLLM")
-    discovery_port: str | None = Field(default=None, description="EndpointSlice port name or number (default: the first)")
+    discovery_port: str | None = Field(
+        default=None, description="EndpointSlice port name or number (default: the first)"
+    )
 
-    @field_validator("model", "api_key", "wrapper_api_key", "modal_key", "modal_secret", "k8s_namespace",
-                     "k8s_statefulset", "k8s_lease", "k8s_api_url", "routing", "discovery_service", "discovery_port",
-                     mode="before")
+    @field_validator(
+        "model",
+        "api_key",
+        "wrapper_api_key",
+        "modal_key",
+        "modal_secret",
+        "k8s_namespace",
+        "k8s_statefulset",
+        "k8s_lease",
+        "k8s_api_url",
+        "routing",
+        "discovery_service",
+        "discovery_port",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, v: object) -> object:
         if isinstance(v, str) and not v.strip():

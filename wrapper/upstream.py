@@ -77,7 +77,9 @@ class Upstream:
         self._stream_timeout = aiohttp.ClientTimeout(
             total=None, connect=settings.timeout, sock_connect=connect, sock_read=settings.timeout
         )
-        self._plain_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect)  # asyncio.timeout() covers the rest
+        self._plain_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect
+        )  # asyncio.timeout() covers the rest
         # Prefix routing hashes the prompt (a few microseconds); skipped when there is one backend.
         self.keyed = several and self.router.policy.name == "prefix"
         self._served_model: str | None = None
@@ -176,8 +178,12 @@ class Upstream:
                 assert b is not None
             try:
                 resp = await self.session.request(method, b.url(path), data=body, headers=headers, timeout=timeout)
-            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
-                    aiohttp.ConnectionTimeoutError) as exc:
+            except (
+                aiohttp.ClientConnectorError,
+                aiohttp.ServerDisconnectedError,
+                aiohttp.ClientOSError,
+                aiohttp.ConnectionTimeoutError,
+            ) as exc:
                 b.release()
                 last_error = f"cannot reach the model server: {type(exc).__name__}"
                 retry_after = None

@@ -31,7 +31,9 @@ def format_table(result: Estimate) -> str:
     """The human-readable report: inputs, one line per active-hours figure, break-even."""
     gpus = f"{result.gpu_count} × {result.gpu_type}" + (f" × {result.replicas} replicas" if result.replicas > 1 else "")
     wakes = "one per active hour" if result.wakes_per_day is None else _hours(result.wakes_per_day)
-    idle = f"{result.idle_timeout_seconds} s" + (" (assumed; the stack is always on)" if result.idle_timeout_assumed else "")
+    idle = f"{result.idle_timeout_seconds} s" + (
+        " (assumed; the stack is always on)" if result.idle_timeout_assumed else ""
+    )
     lines = [
         f"{result.stack or 'stack'}: {result.target}, {gpus}",
         f"  GPU price   {_rate(result.gpu_hourly)}/h per GPU — {result.gpu_price_basis}"
@@ -81,21 +83,50 @@ def _parse_hours(text: str) -> list[float]:
     return values
 
 
+DEFAULT_HOURS_TEXT = ",".join(f"{hour:g}" for hour in DEFAULT_HOURS)
+
+
 def cost_command(
     stack: Annotated[str, typer.Argument(help="Stack name: stacks/Pulumi.<STACK>.yaml")],
-    stacks_dir: Annotated[Path, typer.Option("--stacks-dir", help="Where the stack files live")] = None,  # type: ignore[assignment]
+    stacks_dir: Annotated[Path | None, typer.Option("--stacks-dir", help="Where the stack files live")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the estimate as JSON")] = False,
-    hours: Annotated[str, typer.Option("--hours", help="Active hours per day to show, comma-separated")] = ",".join(
-        f"{h:g}" for h in DEFAULT_HOURS
-    ),
-    provider: Annotated[str | None, typer.Option("--provider", help="Price table provider (default: cost.provider, else the table's default)")] = None,
-    gpu_hourly: Annotated[float | None, typer.Option("--gpu-hourly", min=0, help="Price of one GPU per hour (overrides cost.gpuHourly)")] = None,
-    quoted: Annotated[str | None, typer.Option("--quoted", help="Price the deployment with a quoted figure, e.g. seed-8b-autoscale")] = None,
-    wrapper_hourly: Annotated[float | None, typer.Option("--wrapper-hourly", min=0, help="The wrapper's cost per hour")] = None,
-    idle_timeout: Annotated[float | None, typer.Option("--idle-timeout", min=0, help="Seconds idle before the GPU is released (default: the stack's)")] = None,
-    cold_start: Annotated[float, typer.Option("--cold-start", min=0, help="Seconds of billed GPU time per wake while vLLM starts")] = DEFAULT_COLD_START_SECONDS,
-    node_release: Annotated[float | None, typer.Option("--node-release", min=0, help="Seconds a node outlives its pod (default: 600 on Kubernetes, 0 on Modal)")] = None,
-    wakes_per_day: Annotated[float | None, typer.Option("--wakes-per-day", min=0, help="Wakes per day (default: one per active hour; 0: the quoted table's arithmetic)")] = None,
+    hours: Annotated[
+        str, typer.Option("--hours", help="Active hours per day to show, comma-separated")
+    ] = DEFAULT_HOURS_TEXT,
+    provider: Annotated[
+        str | None,
+        typer.Option("--provider", help="Price table provider (default: cost.provider, else the table's default)"),
+    ] = None,
+    gpu_hourly: Annotated[
+        float | None, typer.Option("--gpu-hourly", min=0, help="Price of one GPU per hour (overrides cost.gpuHourly)")
+    ] = None,
+    quoted: Annotated[
+        str | None, typer.Option("--quoted", help="Price the deployment with a quoted figure, e.g. seed-8b-autoscale")
+    ] = None,
+    wrapper_hourly: Annotated[
+        float | None, typer.Option("--wrapper-hourly", min=0, help="The wrapper's cost per hour")
+    ] = None,
+    idle_timeout: Annotated[
+        float | None,
+        typer.Option("--idle-timeout", min=0, help="Seconds idle before the GPU is released (default: the stack's)"),
+    ] = None,
+    cold_start: Annotated[
+        float, typer.Option("--cold-start", min=0, help="Seconds of billed GPU time per wake while vLLM starts")
+    ] = DEFAULT_COLD_START_SECONDS,
+    node_release: Annotated[
+        float | None,
+        typer.Option(
+            "--node-release", min=0, help="Seconds a node outlives its pod (default: 600 on Kubernetes, 0 on Modal)"
+        ),
+    ] = None,
+    wakes_per_day: Annotated[
+        float | None,
+        typer.Option(
+            "--wakes-per-day",
+            min=0,
+            help="Wakes per day (default: one per active hour; 0: the quoted table's arithmetic)",
+        ),
+    ] = None,
 ) -> None:
     """Monthly cost always-on vs scaled to zero at a range of active hours per day, and the break-even."""
     try:

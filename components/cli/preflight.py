@@ -18,7 +18,9 @@ from components.cli.common import DEFAULT_STACKS_DIR, StackArg, StacksDir, fail,
 def preflight(
     stack: StackArg,
     stacks_dir: StacksDir = DEFAULT_STACKS_DIR,
-    context: Annotated[str | None, typer.Option("--context", help="kube context (default: kubernetes.context, else the current one)")] = None,
+    context: Annotated[
+        str | None, typer.Option("--context", help="kube context (default: kubernetes.context, else the current one)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
     """Check the cluster before `pulumi up`: context, GPU nodes, device plugin, storage, Pod Security, image, RBAC."""
@@ -35,7 +37,9 @@ def preflight(
     config = load(stack, Path(stacks_dir))
     objects = target_of(config).objects(config)
     if objects is None:
-        raise fail(f"the stack targets {config.target}: it declares no Kubernetes objects, there is no cluster to check")
+        raise fail(
+            f"the stack targets {config.target}: it declares no Kubernetes objects, there is no cluster to check"
+        )
     try:
         cluster = Kubectl(context or config.kubernetes.context)
     except PreflightError as error:

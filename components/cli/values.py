@@ -16,7 +16,9 @@ SecretPlaceholders = Annotated[
 ]
 
 
-def values(stack: StackArg, stacks_dir: StacksDir = DEFAULT_STACKS_DIR, secret_placeholders: SecretPlaceholders = False) -> None:
+def values(
+    stack: StackArg, stacks_dir: StacksDir = DEFAULT_STACKS_DIR, secret_placeholders: SecretPlaceholders = False
+) -> None:
     """Print the Helm values file that makes charts/vllm-deploy declare this stack's objects."""
     config = load(stack, stacks_dir)
     if target_of(config).objects(config) is None:

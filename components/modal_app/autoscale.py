@@ -12,7 +12,6 @@ is up (its `startup_timeout`); the wrapper's VLLM_TIMEOUT covers that cold start
 from __future__ import annotations
 
 import modal
-
 from components.modal_app import WRAPPER_PACKAGE, common
 from components.modal_app.spec import current
 

@@ -7,7 +7,6 @@ import subprocess
 from typing import Any
 
 import modal
-
 from components import wrapper_env
 from components.modal_app.spec import HF_CACHE_DIR, VLLM_CACHE_DIR, AppSpec
 

@@ -9,7 +9,6 @@ in a Modal Volume; vLLM's `--api-key` comes from the secret's VLLM_API_KEY, neve
 from __future__ import annotations
 
 import modal
-
 from components.modal_app import common
 from components.modal_app.spec import current
 

@@ -214,9 +214,7 @@ def vllm_version_from_image(image: str) -> str:
     tag = image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else ""
     match = re.fullmatch(r"v?(\d+(?:\.\d+){1,3}(?:\.post\d+)?)", tag)
     if not match:
-        raise SpecError(
-            f"cannot tell the vLLM release from the image {image!r}; set modal.vllmVersion (e.g. 0.32.0)"
-        )
+        raise SpecError(f"cannot tell the vLLM release from the image {image!r}; set modal.vllmVersion (e.g. 0.32.0)")
     return match.group(1)
 
 
@@ -236,8 +234,7 @@ def current(architecture: str) -> AppSpec:
         text = os.environ.get(SPEC_ENV)
         if not text:
             raise SpecError(
-                f"no Modal app spec: load this module with components.modal_app.load_app(spec), "
-                f"or set {SPEC_ENV}"
+                f"no Modal app spec: load this module with components.modal_app.load_app(spec), or set {SPEC_ENV}"
             )
         spec = AppSpec.from_json(text)
     if spec.architecture != architecture:

@@ -38,7 +38,6 @@ class Modal:
             return None
         return KeptWarm(f"modal.minContainers {m.min_containers}", min(m.min_containers, config.vllm.replicas))
 
-
     def cost_bounds(self, config: StackConfig) -> CostBounds | None:
         return CostBounds(config.modal.max_containers, config.modal.function_timeout)
 

@@ -29,8 +29,8 @@ def build_router(settings: Settings) -> Router:
     policy = make_policy(settings.routing or ("prefix" if several else "round-robin"), settings.routing_balance)
     router = Router(pool, policy)
     if settings.discovery == "endpointslices":
-        from ..settings import ConfigError
         from ..scaling.kube import KubeError
+        from ..settings import ConfigError
         from .discovery import EndpointSliceClient, EndpointSliceDiscovery
 
         assert settings.discovery_service is not None  # the settings validator requires it
@@ -42,7 +42,9 @@ def build_router(settings: Settings) -> Router:
             )
         except KubeError as exc:
             raise ConfigError(f"VLLM_DISCOVERY=endpointslices needs the Kubernetes API: {exc.message}") from None
-        router.discovery = EndpointSliceDiscovery(client, pool, base_url=settings.base_urls[0], port=settings.discovery_port)
+        router.discovery = EndpointSliceDiscovery(
+            client, pool, base_url=settings.base_urls[0], port=settings.discovery_port
+        )
     return router
 
 

@@ -53,7 +53,9 @@ class EndpointSliceClient(APIClient):
         self, namespace: str | None, service: str, *, api_url: str | None = None, sa_dir: Path = SA_DIR
     ) -> None:
         super().__init__(
-            namespace, api_url=api_url, sa_dir=sa_dir,
+            namespace,
+            api_url=api_url,
+            sa_dir=sa_dir,
             missing_namespace="VLLM_K8S_NAMESPACE is unset and no service-account namespace file",
         )
         self.service = service
@@ -66,7 +68,9 @@ class EndpointSliceClient(APIClient):
         slices = {s["metadata"]["name"]: s for s in obj.get("items") or () if isinstance(s, dict)}
         return slices, str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
-    async def watch(self, resource_version: str, seconds: int = WATCH_SECONDS) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    async def watch(
+        self, resource_version: str, seconds: int = WATCH_SECONDS
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Watch events (``type``, ``object``) from ``resource_version`` until the server ends the watch."""
         params = {
             "labelSelector": self.selector,
@@ -135,7 +139,9 @@ def _port(ports: Iterable[dict[str, Any]], wanted: str | None) -> int | None:
 class EndpointSliceDiscovery:
     """Keeps ``pool`` equal to the Service's ready endpoints."""
 
-    def __init__(self, client: EndpointSliceClient, pool: Pool, *, base_url: str, port: str | None, backoff: float = 1.0) -> None:
+    def __init__(
+        self, client: EndpointSliceClient, pool: Pool, *, base_url: str, port: str | None, backoff: float = 1.0
+    ) -> None:
         u = urlsplit(base_url)
         self.client = client
         self.pool = pool
@@ -166,7 +172,10 @@ class EndpointSliceDiscovery:
         self.pool.replace(ready_backends(self.slices.values(), scheme=self.scheme, path=self.path, port=self.port))
         after = {b.name for b in self.pool.members} if self.pool.discovered else set()
         if before != after:
-            log.info("vLLM replicas", extra={"ready": sorted(after), "added": sorted(after - before), "removed": sorted(before - after)})
+            log.info(
+                "vLLM replicas",
+                extra={"ready": sorted(after), "added": sorted(after - before), "removed": sorted(before - after)},
+            )
 
     async def _run(self) -> None:
         while True:

@@ -27,14 +27,22 @@ class RouterCollector:
     def collect(self) -> Iterator[Metric]:
         members = self.router.pool.members
         fams = {
-            "requests": CounterMetricFamily("vllm_wrapper_backend_requests", "Attempts sent to each vLLM replica", labels=["backend"]),
+            "requests": CounterMetricFamily(
+                "vllm_wrapper_backend_requests", "Attempts sent to each vLLM replica", labels=["backend"]
+            ),
             "failed": CounterMetricFamily(
                 "vllm_wrapper_backend_failures", "Attempts that failed (connect error, 502/503/504)", labels=["backend"]
             ),
-            "ejections": CounterMetricFamily("vllm_wrapper_backend_ejections", "Times a replica was ejected", labels=["backend"]),
+            "ejections": CounterMetricFamily(
+                "vllm_wrapper_backend_ejections", "Times a replica was ejected", labels=["backend"]
+            ),
         }
-        in_flight = GaugeMetricFamily("vllm_wrapper_backend_in_flight", "Requests in flight to each replica", labels=["backend"])
-        rotation = GaugeMetricFamily("vllm_wrapper_backend_in_rotation", "1 while the replica takes new requests", labels=["backend"])
+        in_flight = GaugeMetricFamily(
+            "vllm_wrapper_backend_in_flight", "Requests in flight to each replica", labels=["backend"]
+        )
+        rotation = GaugeMetricFamily(
+            "vllm_wrapper_backend_in_rotation", "1 while the replica takes new requests", labels=["backend"]
+        )
         for b in members:
             for attr, fam in fams.items():
                 fam.add_metric([b.name], getattr(b, attr))

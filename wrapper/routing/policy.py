@@ -126,6 +126,16 @@ def make_policy(name: str, balance: float = 2.0) -> Policy:
 
 
 __all__ = [
-    "AFFINITY", "FAILOVER", "LEAST_LOAD", "ROUND_ROBIN", "SPILLED",
-    "LeastLoad", "Policy", "PrefixAffinity", "RoundRobin", "make_policy", "mix", "preference",
+    "AFFINITY",
+    "FAILOVER",
+    "LEAST_LOAD",
+    "ROUND_ROBIN",
+    "SPILLED",
+    "LeastLoad",
+    "Policy",
+    "PrefixAffinity",
+    "RoundRobin",
+    "make_policy",
+    "mix",
+    "preference",
 ]

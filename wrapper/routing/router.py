@@ -11,9 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from .backends import Backend, Pool
 from .policy import FAILOVER, Policy
+
+if TYPE_CHECKING:
+    from .discovery import EndpointSliceDiscovery
 
 log = logging.getLogger("wrapper.routing")
 
@@ -26,7 +30,7 @@ class Router:
         self.policy = policy
         self.probe_interval = probe_interval
         self.decisions: dict[str, int] = {}
-        self.discovery: object | None = None  # a started watcher, stopped with the router
+        self.discovery: EndpointSliceDiscovery | None = None  # a started watcher, stopped with the router
         self._prober: asyncio.Task[None] | None = None
 
     # -- the hot path ------------------------------------------------------------------------
@@ -88,7 +92,7 @@ class Router:
         backends = list(backends)
         results = await asyncio.gather(*(self._probe(b) for b in backends), return_exceptions=True)
         out = []
-        for b, ok in zip(backends, results):
+        for b, ok in zip(backends, results, strict=False):
             ok = ok is True
             b.healthy = ok
             if ok and b.ejected:

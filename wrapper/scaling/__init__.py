@@ -46,8 +46,15 @@ def build_scaler(
     except KubeError as exc:  # not in a cluster, no namespace: a configuration error, say so at start
         raise ConfigError(f"VLLM_IDLE_TIMEOUT > 0 needs the Kubernetes API: {exc.message}") from None
     policy = Policy(settings.idle_timeout)
-    return Scaler(api, policy, wake_timeout=settings.wake_timeout, metrics=ScalerMetrics(registry), probe=probe, busy=busy,
-                  wake_replicas=settings.k8s_replicas)
+    return Scaler(
+        api,
+        policy,
+        wake_timeout=settings.wake_timeout,
+        metrics=ScalerMetrics(registry),
+        probe=probe,
+        busy=busy,
+        wake_replicas=settings.k8s_replicas,
+    )
 
 
 __all__ = ["build_scaler"]

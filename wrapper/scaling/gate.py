@@ -39,9 +39,7 @@ REQUEST_PATH_API_SECONDS = 2.0  # the bounded-rate activity write a served reque
 class ScalerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = r = registry if registry is not None else CollectorRegistry()
-        self.wakes = Counter(
-            "vllm_wrapper_scale_wakes", "Scale-ups from zero this replica made (0 -> 1)", registry=r
-        )
+        self.wakes = Counter("vllm_wrapper_scale_wakes", "Scale-ups from zero this replica made (0 -> 1)", registry=r)
         self.scale_downs = Counter(
             "vllm_wrapper_scale_downs", "Scale-downs to zero this replica made after the idle timeout", registry=r
         )
@@ -58,7 +56,9 @@ class ScalerMetrics:
         )
         self.held = Gauge("vllm_wrapper_scale_held_requests", "Requests held while vLLM wakes", registry=r)
         self.rejected = Counter(
-            "vllm_wrapper_scale_rejected", "Requests answered 503 because vLLM was asleep or waking", ["reason"],
+            "vllm_wrapper_scale_rejected",
+            "Requests answered 503 because vLLM was asleep or waking",
+            ["reason"],
             registry=r,
         )
         self.api_errors = Counter(
@@ -147,6 +147,9 @@ class Scaler:
         if now - self._last_error_log.get(op, -1e18) >= ERROR_LOG_EVERY:
             self._last_error_log[op] = now
             log.warning("kubernetes API call failed", extra={"op": op, "status": exc.status, "error": str(exc)})
+
+    def _ready(self) -> bool:
+        return self._state == ScaleState.READY
 
     @property
     def waking(self) -> bool:
@@ -240,7 +243,9 @@ class Scaler:
                     "scaled vLLM to zero",
                     extra={"idle_seconds": round(self.policy.idle_for(), 1), "idle_timeout": self.policy.idle},
                 )
-                self._observe(Observation(0, obs.ready_replicas, obs.activity, obs.resource_version, obs.activity_version))
+                self._observe(
+                    Observation(0, obs.ready_replicas, obs.activity, obs.resource_version, obs.activity_version)
+                )
                 await self._undo_if_raced()
                 return
         except KubeError as exc:
@@ -288,7 +293,7 @@ class Scaler:
         finally:
             self._holding -= 1
             self.metrics.held.dec()
-        if self._state == ScaleState.READY:
+        if self._ready():  # the wake task moved the state while we waited
             return
         # The wake failed (API error) or gave up: serve if vLLM answers anyway, else 503.
         if self.probe is not None and await self._probe():
@@ -340,7 +345,10 @@ class Scaler:
                         self._observe(obs)
                         continue
                     self.metrics.wakes.inc()
-                    log.info("woke vLLM", extra={"statefulset": getattr(self.api, "name", None), "replicas": self.wake_replicas})
+                    log.info(
+                        "woke vLLM",
+                        extra={"statefulset": getattr(self.api, "name", None), "replicas": self.wake_replicas},
+                    )
                     break
                 scaled = True
                 continue

@@ -243,6 +243,14 @@ class StatefulSetClient(APIClient):
 
 
 __all__ = [
-    "APIClient", "Conflict", "FIELD_MANAGER", "KubeError", "MERGE_PATCH", "StatefulSetAPI", "StatefulSetClient",
-    "lease_name", "observation", "status_error",
+    "FIELD_MANAGER",
+    "MERGE_PATCH",
+    "APIClient",
+    "Conflict",
+    "KubeError",
+    "StatefulSetAPI",
+    "StatefulSetClient",
+    "lease_name",
+    "observation",
+    "status_error",
 ]

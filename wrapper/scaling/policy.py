@@ -75,7 +75,7 @@ class Observation:
 
 def format_wall(t: float) -> str:
     """Seconds since the epoch → ``2026-11-23T12:55:17.123Z``."""
-    ms = int(round(t * 1000))
+    ms = round(t * 1000)
     d = datetime.fromtimestamp(ms // 1000, UTC)
     return d.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
 
@@ -134,7 +134,7 @@ class Policy:
         # What the annotation provably says (trusted values only): what publishing compares with.
         # A garbled or future value must not stop replicas from writing real activity over it.
         self.in_annotation = -math.inf
-        self._seen: str | None | object = _NOTHING
+        self._seen: str | object | None = _NOTHING
         self._confirmed_at = now  # last time this replica read the annotation unchanged
         # When vLLM last became ready, as this replica saw it. A first start (or a restart) may
         # spend longer than the idle timeout downloading and loading the model: that is not
