@@ -493,24 +493,17 @@ def wrapper_key(
 def waking_for(config: Any, *, wait: float | None) -> Waking:
     """Whether the stack's vLLM can wake on a request, from its typed config."""
     from components.plan import startup_budget_seconds
+    from components.targets import target_of
 
-    idle = f"scales to zero after {config.idle_timeout} s idle"
-    if config.target == "modal":
-        # Modal keeps modal.minContainers GPU containers up whatever the idle timeout (an
-        # always-on Modal stack gets at least one: components/modal_app/spec.py).
-        scales = config.scales_to_zero and config.modal.min_containers == 0
-        why = (
-            idle
-            if scales
-            else (
-                f"always on (modal.minContainers {config.modal.min_containers})"
-                if config.scales_to_zero
-                else "always on (no idleTimeout)"
-            )
-        )
+    # A setting that keeps GPU replicas up whatever the idle timeout (Modal's minContainers).
+    kept = target_of(config).kept_warm(config)
+    scales = config.scales_to_zero and kept is None
+    if scales:
+        why = f"scales to zero after {config.idle_timeout} s idle"
+    elif config.scales_to_zero and kept is not None:
+        why = f"always on ({kept.setting})"
     else:
-        scales = config.scales_to_zero
-        why = idle if scales else "always on (no idleTimeout)"
+        why = "always on (no idleTimeout)"
     return Waking(
         scales_to_zero=scales,
         why=why,
@@ -562,7 +555,9 @@ def _context_hint(context: str | None) -> str:
 
 def vllm_hints(config: Any, stack: str, context: str | None) -> list[str]:
     """Where to see why vLLM is not serving."""
-    if config.target == "modal":
+    from components.targets import target_of
+
+    if target_of(config).wrapper_service(config) is None:  # Modal: no Service, an app
         from components.modal_target import app_name_for
 
         return [f"modal app logs {app_name_for(config, stack)}"]
@@ -578,8 +573,10 @@ def vllm_hints(config: Any, stack: str, context: str | None) -> list[str]:
 
 def url_hints(config: Any, stack: str, url: str, context: str | None) -> list[str]:
     """What to check when a wrapper given with --url does not answer."""
+    from components.targets import target_of
+
     hints = [f"--url {url}: the wrapper's base URL (without /v1), reachable from here: curl {url}/health"]
-    if config.target == "modal":
+    if target_of(config).wrapper_service(config) is None:
         hints.append(f"the app's URL: pulumi stack output app_url --stack {stack}")
     else:
         n = KubeNames.of(config)
@@ -723,7 +720,10 @@ def smoke_command(
 
     try:
         config = load_stack(stack, stacks_dir)
-        context = context or (config.kubernetes.context if config.target == "kubernetes" else None)
+        from components.targets import target_of
+
+        service = target_of(config).wrapper_service(config)
+        context = context or (service.context if service is not None else None)
         key, source = wrapper_key(
             stack, stack_declares_key="wrapperApiKey" in config.secrets_present, cwd=stacks_dir.parent, progress=_say
         )
