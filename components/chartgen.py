@@ -86,8 +86,16 @@ def schema_text(current: str) -> str:
 
 def _env_entries(settings: tuple[wrapper_env.Setting, ...]) -> str:
     """Container `env` entries reading each setting from the value of the same key."""
-    pipe = {"int": "| int | toString | quote", "float": "| toString | quote"}
-    return "\n".join(f"- name: {s.variable}\n  value: {{{{ .Values.{s.key} {pipe[s.kind]} }}}}" for s in settings)
+    pipe = {"int": "| int | toString | quote", "float": "| toString | quote", "str": "| quote"}
+    entries = []
+    for s in settings:
+        if s.optional:  # left out while unset, as the plan leaves it out
+            entries.append(
+                f"{{{{- with .Values.{s.key} }}}}\n- name: {s.variable}\n  value: {{{{ . {pipe[s.kind]} }}}}\n{{{{- end }}}}"
+            )
+        else:
+            entries.append(f"- name: {s.variable}\n  value: {{{{ .Values.{s.key} {pipe[s.kind]} }}}}")
+    return "\n".join(entries)
 
 
 def _optional_args() -> str:

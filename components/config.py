@@ -187,6 +187,18 @@ class Replicas(Section):
         return self
 
 
+class WrapperLimits(Section):
+    """Caps the wrapper enforces on every route (400 naming the parameter), and per-caller rate
+    limits (429 + Retry-After; token buckets per wrapper replica). Unset: the wrapper's defaults
+    (`n` at most 4, the rest off); see wrapper/README.md."""
+
+    max_n: int | None = Field(default=None, ge=1, le=1000)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_prompt_chars: int | None = Field(default=None, ge=1)
+    rate_limit_requests: int | None = Field(default=None, ge=1, description="per caller and minute")
+    rate_limit_tokens: int | None = Field(default=None, ge=1, description="per caller and minute")
+
+
 class WrapperConfig(Section):
     image: str = "ghcr.io/vllm-deploy/wrapper:0.1.0"
     port: int = Field(default=8001, ge=1024, le=65535)
@@ -202,6 +214,9 @@ class WrapperConfig(Section):
     timeout: Seconds = 60
     # How long a request may wait for a scaled-to-zero vLLM to wake (0 = answer 503 at once).
     wake_timeout: Seconds = 600
+    limits: WrapperLimits = WrapperLimits()
+    # How the wrapper picks a vLLM replica; unset: `prefix` when there are several.
+    routing: Literal["prefix", "least-load", "round-robin"] | None = None
 
     @field_validator("image")
     @classmethod

@@ -73,6 +73,15 @@ class Names:
     def vllm_url(self) -> str:
         return f"http://{self.vllm}.{self.namespace}.svc.cluster.local:{VLLM_PORT}/v1"
 
+    def vllm_urls(self, replicas: int) -> str:
+        """What the wrapper routes over: with one replica the Service; with several, each pod by its
+        stable DNS name under the headless Service (a pod that is not ready has no record, so the
+        wrapper's failover and ejection route around it; no API access needed)."""
+        if replicas <= 1:
+            return self.vllm_url
+        host = f"{self.headless}.{self.namespace}.svc.cluster.local"
+        return ",".join(f"http://{self.vllm}-{i}.{host}:{VLLM_PORT}/v1" for i in range(replicas))
+
 
 def names(config: StackConfig) -> Names:
     return Names(config.kubernetes.release_name, config.kubernetes.namespace)
@@ -389,7 +398,7 @@ def vllm_network_policy(config: StackConfig) -> Manifest:
 
 def wrapper_env(config: StackConfig, plan: ServingPlan) -> list[Manifest]:
     n = names(config)
-    plain = plan.wrapper.environment(base_url=n.vllm_url, listen=True)
+    plain = plan.wrapper.environment(base_url=n.vllm_urls(config.vllm.replicas), listen=True)
     env = [{"name": name, "value": value} for name, value in plain.items()]
     env += [
         _secret_env(API_KEY, n.secret, SECRET_ENV["vllmApiKey"]),

@@ -219,7 +219,11 @@ def serving_plan(config: StackConfig) -> ServingPlan:
     wrapper = WrapperPlan(
         model=config.model.name,
         port=w.port,
-        settings={s.variable: s.format(_at(stack, s.key)) for s in wrapper_env.STACK_SETTINGS},
+        settings={
+            s.variable: s.format(value)
+            for s in wrapper_env.STACK_SETTINGS
+            if (value := _at(stack, s.key)) is not None or not s.optional
+        },
         scaler_settings={s.variable: s.format(_at(stack, s.key)) for s in wrapper_env.SCALER_SETTINGS},
         timeout_through_cold_start=w.timeout + max(w.wake_timeout, budget),
     )

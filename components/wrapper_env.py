@@ -25,6 +25,13 @@ IDLE_TIMEOUT = "VLLM_IDLE_TIMEOUT"
 WAKE_TIMEOUT = "VLLM_WAKE_TIMEOUT"
 K8S_NAMESPACE = "VLLM_K8S_NAMESPACE"
 K8S_STATEFULSET = "VLLM_K8S_STATEFULSET"
+K8S_REPLICAS = "VLLM_K8S_REPLICAS"
+MAX_N = "VLLM_MAX_N"
+MAX_COMPLETION_TOKENS = "VLLM_MAX_COMPLETION_TOKENS"
+MAX_PROMPT_CHARS = "VLLM_MAX_PROMPT_CHARS"
+RATE_LIMIT_REQUESTS = "VLLM_RATE_LIMIT_REQUESTS"
+RATE_LIMIT_TOKENS = "VLLM_RATE_LIMIT_TOKENS"
+ROUTING = "VLLM_ROUTING"
 
 # The bound wrapper/settings.py puts on VLLM_MAX_RETRIES; the stack config accepts the same range.
 MAX_RETRIES_LIMIT = 20
@@ -38,10 +45,13 @@ class Setting:
 
     variable: str
     key: str  # dotted camelCase path in the stack config and in the chart's values
-    kind: Literal["int", "float"]
+    kind: Literal["int", "float", "str"]
+    optional: bool = False  # unset in the stack: the variable is left out (the wrapper's default holds)
 
-    def format(self, value: float) -> str:
-        return str(int(value)) if self.kind == "int" else f"{value:g}"
+    def format(self, value: float | str) -> str:
+        if self.kind == "str":
+            return str(value)
+        return str(int(value)) if self.kind == "int" else f"{float(value):g}"
 
 
 # What every target passes to the wrapper as the stack sets it, in the order the objects list them.
@@ -50,9 +60,16 @@ STACK_SETTINGS = (
     Setting(DEFAULT_TEMPERATURE, "wrapper.defaultTemperature", "float"),
     Setting(MAX_RETRIES, "wrapper.maxRetries", "int"),
     Setting(TIMEOUT, "wrapper.timeout", "int"),
+    Setting(MAX_N, "wrapper.limits.maxN", "int", optional=True),
+    Setting(MAX_COMPLETION_TOKENS, "wrapper.limits.maxCompletionTokens", "int", optional=True),
+    Setting(MAX_PROMPT_CHARS, "wrapper.limits.maxPromptChars", "int", optional=True),
+    Setting(RATE_LIMIT_REQUESTS, "wrapper.limits.rateLimitRequests", "int", optional=True),
+    Setting(RATE_LIMIT_TOKENS, "wrapper.limits.rateLimitTokens", "int", optional=True),
+    Setting(ROUTING, "wrapper.routing", "str", optional=True),
 )
 # Scale-to-zero on Kubernetes, with the StatefulSet's namespace and name (K8S_*) after them.
 SCALER_SETTINGS = (
     Setting(IDLE_TIMEOUT, "idleTimeout", "int"),
     Setting(WAKE_TIMEOUT, "wrapper.wakeTimeout", "int"),
+    Setting(K8S_REPLICAS, "vllm.replicas", "int"),  # what a wake from zero brings back
 )

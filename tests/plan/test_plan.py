@@ -23,7 +23,7 @@ CONTRACT = {value for value in vars(wrapper_env).values() if isinstance(value, s
 def test_every_wrapper_variable_a_target_sets_is_a_setting_the_wrapper_reads():
     """wrapper/settings.py reads `VLLM_<FIELD>` (env_prefix VLLM_, case-insensitive)."""
     fields = {f"VLLM_{name.upper()}" for name in Settings.model_fields}
-    assert len(CONTRACT) == 15 and CONTRACT <= fields
+    assert len(CONTRACT) == 22 and CONTRACT <= fields
     # The secret keys the wrapper reads are the Secret's keys.
     assert {wrapper_env.API_KEY, wrapper_env.WRAPPER_API_KEY} <= {key.env for key in SECRETS}
 
@@ -82,3 +82,42 @@ def test_the_modal_target_never_imports_the_kubernetes_one():
     kubernetes = {"components.manifests", "components.kubernetes", "components.helm_values"}
     for path in [ROOT / "components" / "modal_target.py", *(ROOT / "components" / "modal_app").glob("*.py")]:
         assert not _imports(path) & kubernetes, path
+
+
+def test_wrapper_limits_and_routing_reach_the_wrapper_only_when_set():
+    """`wrapper.limits.*` and `wrapper.routing` (issues 13, 14): unset, the wrapper's own defaults
+    hold and no variable is written; set, the value the wrapper's settings parse."""
+    raw = read_raw("dev")
+    plain = {e["name"] for e in manifests.wrapper_env(load_stack("dev"), serving_plan(load_stack("dev")))}
+    assert not plain & {wrapper_env.MAX_N, wrapper_env.RATE_LIMIT_TOKENS, wrapper_env.ROUTING}
+    section = {"limits": {"maxN": 2, "maxPromptChars": 50_000, "rateLimitTokens": 100_000}, "routing": "least-load"}
+    config = parse_stack_config({**raw, "wrapper": section}, require_secrets=False)
+    env = {e["name"]: e.get("value") for e in manifests.wrapper_env(config, serving_plan(config))}
+    wanted = {"VLLM_MAX_N": "2", "VLLM_MAX_PROMPT_CHARS": "50000", "VLLM_RATE_LIMIT_TOKENS": "100000",
+              "VLLM_ROUTING": "least-load"}
+    assert {k: env[k] for k in wanted} == wanted
+    settings = Settings(**{k.removeprefix("VLLM_").lower(): v for k, v in wanted.items()})
+    assert (settings.max_n, settings.max_prompt_chars, settings.routing) == (2, 50_000, "least-load")
+    with pytest.raises(ConfigError, match=r"wrapper.limits.maxN"):
+        parse_stack_config({**raw, "wrapper": {"limits": {"maxN": 0}}}, require_secrets=False)
+    with pytest.raises(ConfigError, match=r"wrapper.routing"):
+        parse_stack_config({**raw, "wrapper": {"routing": "random"}}, require_secrets=False)
+
+
+def test_several_vllm_replicas_are_routed_by_pod_and_all_come_back_from_zero():
+    """vllm.replicas > 1: the wrapper gets each pod's DNS name under the headless Service (the
+    StatefulSet's `serviceName`), so it routes by prefix and fails over (wrapper/routing/); a wake
+    from zero restores every replica (VLLM_K8S_REPLICAS)."""
+    raw = read_raw("dev")
+    config = parse_stack_config({**raw, "vllm": {**raw.get("vllm", {}), "replicas": 3}}, require_secrets=False)
+    objects = manifests.build(config)
+    sts = next(o for o in objects.vllm if o["kind"] == "StatefulSet")
+    env = {e["name"]: e.get("value") for e in manifests.wrapper_env(config, serving_plan(config))}
+    n = manifests.names(config)
+    urls = env[wrapper_env.BASE_URL].split(",")
+    assert urls == [
+        f"http://{n.vllm}-{i}.{sts['spec']['serviceName']}.{n.namespace}.svc.cluster.local:8000/v1" for i in range(3)
+    ]
+    assert env[wrapper_env.K8S_REPLICAS] == "3"
+    settings = Settings(base_url=env[wrapper_env.BASE_URL], k8s_replicas=env[wrapper_env.K8S_REPLICAS])
+    assert len(settings.base_urls) == 3 and settings.k8s_replicas == 3

@@ -65,6 +65,30 @@ none
   value: {{ .Values.wrapper.maxRetries | int | toString | quote }}
 - name: VLLM_TIMEOUT
   value: {{ .Values.wrapper.timeout | int | toString | quote }}
+{{- with .Values.wrapper.limits.maxN }}
+- name: VLLM_MAX_N
+  value: {{ . | int | toString | quote }}
+{{- end }}
+{{- with .Values.wrapper.limits.maxCompletionTokens }}
+- name: VLLM_MAX_COMPLETION_TOKENS
+  value: {{ . | int | toString | quote }}
+{{- end }}
+{{- with .Values.wrapper.limits.maxPromptChars }}
+- name: VLLM_MAX_PROMPT_CHARS
+  value: {{ . | int | toString | quote }}
+{{- end }}
+{{- with .Values.wrapper.limits.rateLimitRequests }}
+- name: VLLM_RATE_LIMIT_REQUESTS
+  value: {{ . | int | toString | quote }}
+{{- end }}
+{{- with .Values.wrapper.limits.rateLimitTokens }}
+- name: VLLM_RATE_LIMIT_TOKENS
+  value: {{ . | int | toString | quote }}
+{{- end }}
+{{- with .Values.wrapper.routing }}
+- name: VLLM_ROUTING
+  value: {{ . | quote }}
+{{- end }}
 {{- end -}}
 
 {{/* Scale-to-zero settings (SCALER_SETTINGS), as env entries; the StatefulSet's namespace and name follow. */}}
@@ -73,6 +97,8 @@ none
   value: {{ .Values.idleTimeout | int | toString | quote }}
 - name: VLLM_WAKE_TIMEOUT
   value: {{ .Values.wrapper.wakeTimeout | int | toString | quote }}
+- name: VLLM_K8S_REPLICAS
+  value: {{ .Values.vllm.replicas | int | toString | quote }}
 {{- end -}}
 
 {{/* `secrets.<name>` value → the Secret's key, as YAML (`fromYaml`). */}}

@@ -16,7 +16,18 @@ Pulumi component prefixes them with `kubernetes.releaseName` (components/manifes
 
 {{/* vLLM's in-cluster URL, as the wrapper reaches it. */}}
 {{- define "vllm-deploy.vllmUrl" -}}
-{{- printf "http://%s.%s.svc.cluster.local:8000/v1" (include "vllm-deploy.fullname" .) .Release.Namespace -}}
+{{- $fullname := include "vllm-deploy.fullname" . -}}
+{{- $replicas := int (.Values.vllm.replicas | default 1) -}}
+{{- if le $replicas 1 -}}
+{{- printf "http://%s.%s.svc.cluster.local:8000/v1" $fullname .Release.Namespace -}}
+{{- else -}}
+{{- /* Several replicas: each pod by its DNS name under the headless Service (as manifests.Names.vllm_urls). */ -}}
+{{- $urls := list -}}
+{{- range $i := until $replicas -}}
+{{- $urls = append $urls (printf "http://%s-%d.%s-headless.%s.svc.cluster.local:8000/v1" $fullname $i $fullname $.Release.Namespace) -}}
+{{- end -}}
+{{- join "," $urls -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The name clients send as "model": servedName, or the id's last path part, lower-cased. */}}
