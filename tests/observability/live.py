@@ -193,9 +193,10 @@ class LiveStack:
             },
         )
         # Only once Prometheus has the "before" samples can it see the wake and the first errors.
-        for expr in (f'up{{namespace="{NAMESPACE}"}} == 1', "vllm_wrapper_scale_wake_duration_seconds_count"):
+        # Both targets scraped successfully (each target's first scrape lands at its own offset).
+        both_up = f'count(up{{namespace="{NAMESPACE}"}} == 1) == 2'
+        for expr in (both_up, "vllm_wrapper_scale_wake_duration_seconds_count"):
             self.prometheus.wait_for_data(expr)
-        assert len(self.prometheus.query(f'up{{namespace="{NAMESPACE}"}} == 1')) == 2
         self._first_requests()
         self._traffic = threading.Thread(target=self._keep_busy, name="traffic", daemon=True)
         self._traffic.start()
