@@ -36,12 +36,21 @@ check: install
 	$(VENV)/bin/mypy
 
 # Every test, including those against a real vLLM (CPU build) and checkov, each in its own venv.
-test: install check
+# The checks and the installs run side by side (mostly downloads); the apt-get ones share dpkg's
+# lock, so they run one after the other.
+test: install
+	$(MAKE) --no-print-directory -j4 check test-deps
+	$(PY) -m pytest
+
+.PHONY: test-deps deps-vllm deps-checkov deps-apt
+test-deps: deps-vllm deps-checkov deps-apt
+deps-vllm:
 	bash .ci/install-vllm
+deps-checkov:
 	bash .ci/install-checkov
+deps-apt:
 	bash .ci/install-shellcheck
 	bash .ci/install-prometheus
-	$(PY) -m pytest
 
 # Everything that needs no vLLM process and no checkov (markers set in tests/conftest.py).
 test-fast: install
