@@ -172,8 +172,10 @@ Rolls the pods when what they read changes but their spec does not: the Secret t
 {{- fail "kubernetes.gpuPool: vLLM runs on CPU (gpu.type none); remove gpuPool, or use kubernetes.nodeSelector" -}}
 {{- end -}}
 {{- if eq .preset "nodeGroup" -}}
-{{- if not (and .label .value) -}}
-{{- fail "kubernetes.gpuPool.label: required with preset nodeGroup, with gpuPool.value: the label every node of the GPU group carries, e.g. eks.amazonaws.com/nodegroup (EKS) or kubernetes.azure.com/agentpool (AKS)" -}}
+{{- range $key := list "label" "value" -}}
+{{- if not (get $.Values.kubernetes.gpuPool $key) -}}
+{{- fail (printf "kubernetes.gpuPool.%s: required with preset nodeGroup: the node label every node of the GPU group carries and its value, e.g. label: eks.amazonaws.com/nodegroup (EKS) or kubernetes.azure.com/agentpool (AKS)" $key) -}}
+{{- end -}}
 {{- end -}}
 {{- else -}}
 {{- if or .label .value -}}
