@@ -388,8 +388,9 @@ def check_gpu_nodes(cluster: Cluster, needs: Needs) -> Check:
         "gpu-nodes",
         "fail",
         f"no node carries {wanted}, and no autoscaler (Karpenter NodePool, cluster-autoscaler) can make one",
-        "add a GPU node pool whose nodes carry these labels, or set `kubernetes.nodeSelector` to the labels "
-        "your GPU nodes have (`kubectl get nodes --show-labels`)",
+        "add a GPU node pool whose nodes carry these labels, or set `kubernetes.gpuPool.preset` to your "
+        "cluster's kind (gke, karpenter, nodeGroup) or `kubernetes.nodeSelector` to the labels your GPU nodes "
+        "have (`kubectl get nodes --show-labels`)",
     )
 
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from components import catalog, changes, gpu_pool, manifests
+from components import catalog, changes, gpu_pool, manifests, preflight
 from components.cli import app
 from components.config import ConfigError, parse_stack_config
 from components.stackfile import read_raw
@@ -303,3 +303,60 @@ def test_moving_between_presets_of_the_same_class_is_a_rolling_update() -> None:
     )
     after = objects(stack(gpuPool={"preset": "karpenter"}, **raw))
     assert [c.action for c in changes.compare(before, after) if c.kind == "StatefulSet"] == ["update"]
+
+
+# ------------------------------------------------------- preflight reads the same selection
+
+
+class RecordedCluster:
+    """Answers `kubectl get` as a cluster of this shape would (preflight's Cluster protocol)."""
+
+    def __init__(self, nodes: list[Manifest], nodepools: list[Manifest] | None = None) -> None:
+        self.answers = {"nodes": {"items": nodes}, preflight.KARPENTER_NODEPOOLS: {"items": nodepools or []}}
+
+    def version(self) -> dict[str, Any]:
+        return {"gitVersion": "v1.31.2"}
+
+    def get(self, resource: str, name: str | None = None, **_: Any) -> Any:
+        return self.answers.get(resource)
+
+
+def node(name: str, labels: dict[str, str]) -> Manifest:
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+    }
+
+
+def test_preflight_finds_a_pcie_node_for_the_default_selection() -> None:
+    needs = preflight.Needs.of(objects(stack()))
+    found = preflight.check_gpu_nodes(RecordedCluster([node("gpu-0", running({}, "NVIDIA-A100-80GB-PCIe"))]), needs)
+    assert found.status == "pass", found
+    assert "nvidia.com/gpu.product=NVIDIA-A100-SXM4-80GB|NVIDIA-A100-80GB-PCIe" in found.detail
+
+
+def test_preflight_sees_a_karpenter_nodepool_that_can_launch_the_preset_from_zero() -> None:
+    # A GPU NodePool constraining instance families, not GPU names: Karpenter can still pick a
+    # p4de whose well-known labels match (karpenter.sh/docs/concepts/scheduling, "Well-Known Labels").
+    pool = {
+        "metadata": {"name": "gpu"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "requirements": [
+                        {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": ["p4de", "p5"]}
+                    ]
+                }
+            }
+        },
+    }
+    needs = preflight.Needs.of(objects(stack(gpuPool={"preset": "karpenter"}, cache={"storageClass": "gp3"})))
+    found = preflight.check_gpu_nodes(RecordedCluster([], [pool]), needs)
+    assert found.status == "warn" and "NodePool(s) gpu can launch one" in found.detail, found
+    # and a NodePool that pins a 40 GB GPU's memory cannot
+    pinned = copy.deepcopy(pool)
+    pinned["spec"]["template"]["spec"]["requirements"].append(
+        {"key": gpu_pool.KARPENTER_GPU_MEMORY, "operator": "Lt", "values": ["50000"]}
+    )
+    assert preflight.check_gpu_nodes(RecordedCluster([], [pinned]), needs).status == "fail"
