@@ -19,24 +19,60 @@ GIB = 1024**3
 class Gpu:
     name: str  # the name a stack uses, and Modal's GPU string
     memory_gib: float  # what nvidia-smi reports (MiB / 1024), not the marketing GB
-    # The label NVIDIA's GPU feature discovery puts on nodes (`nvidia.com/gpu.product`).
-    node_product: str
+    # Every `nvidia.com/gpu.product` label NVIDIA's GPU feature discovery puts on a node with this
+    # GPU: nvidia-smi's name with spaces as dashes, one per form factor (SXM and PCIe differ).
+    node_products: tuple[str, ...]
+    # GKE's `cloud.google.com/gke-accelerator` node pool label, one per machine series that
+    # carries this GPU; empty where GKE offers none (cloud.google.com/compute/docs/gpus).
+    gke_accelerators: tuple[str, ...] = ()
+    # Karpenter's `karpenter.k8s.aws/instance-gpu-name` and `instance-gpu-memory` (MiB per GPU),
+    # from its instance-type reference (aws/karpenter-provider-aws website/.../instance-types.md).
+    # The name alone is ambiguous: `a100` is both p4d (40960) and p4de (81920).
+    karpenter_name: str | None = None
+    karpenter_memory_mib: int | None = None
     # The most of this GPU Modal attaches to one container (`A100-80GB:8`).
     modal_max_count: int = 8
+
+    @property
+    def node_product(self) -> str:
+        """The first (SXM, where there are several) product name."""
+        return self.node_products[0]
 
 
 GPUS: dict[str, Gpu] = {
     gpu.name: gpu
     for gpu in (
-        Gpu("A100-80GB", 80, "NVIDIA-A100-SXM4-80GB"),
-        Gpu("A100-40GB", 40, "NVIDIA-A100-SXM4-40GB"),
-        Gpu("H100", 79.6, "NVIDIA-H100-80GB-HBM3"),
-        Gpu("H200", 140.4, "NVIDIA-H200"),
-        Gpu("B200", 179.1, "NVIDIA-B200"),
-        Gpu("L40S", 45.0, "NVIDIA-L40S"),
-        Gpu("A10G", 22.5, "NVIDIA-A10G", modal_max_count=4),
-        Gpu("L4", 22.5, "NVIDIA-L4"),
-        Gpu("T4", 15.0, "Tesla-T4"),
+        Gpu(
+            "A100-80GB",
+            80,
+            ("NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe"),
+            ("nvidia-a100-80gb",),
+            "a100",
+            81920,
+        ),
+        Gpu(
+            "A100-40GB",
+            40,
+            ("NVIDIA-A100-SXM4-40GB", "NVIDIA-A100-PCIE-40GB"),
+            ("nvidia-tesla-a100",),
+            "a100",
+            40960,
+        ),
+        # A3 High and A3 Mega node pools name the same H100 80GB differently.
+        Gpu(
+            "H100",
+            79.6,
+            ("NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-PCIe"),
+            ("nvidia-h100-80gb", "nvidia-h100-mega-80gb"),
+            "h100",
+            81920,
+        ),
+        Gpu("H200", 140.4, ("NVIDIA-H200", "NVIDIA-H200-NVL"), ("nvidia-h200-141gb",), "h200", 144384),
+        Gpu("B200", 179.1, ("NVIDIA-B200",), ("nvidia-b200",), "b200", 183359),
+        Gpu("L40S", 45.0, ("NVIDIA-L40S",), (), "l40s", 45776),
+        Gpu("A10G", 22.5, ("NVIDIA-A10G",), (), "a10g", 22888, modal_max_count=4),
+        Gpu("L4", 22.5, ("NVIDIA-L4",), ("nvidia-l4",), "l4", 22888),
+        Gpu("T4", 15.0, ("Tesla-T4",), ("nvidia-tesla-t4",), "t4", 16384),
     )
 }
 

@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from components import catalog
+from components import catalog, gpu_pool
 from components.fit import FitReport, check_fit
 from components.observability import ObservabilityConfig
 from components.secrets import SECRET_KEYS, secret_flag
@@ -237,12 +237,28 @@ class CacheConfig(Section):
     storage_class: str | None = None
 
 
+_LABEL_KEY = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+_LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+
+
+class GpuPool(Section):
+    """Which labels select vLLM's GPU nodes (components/gpu_pool.py): `gke`, `karpenter`,
+    `nodeGroup` (with `label` and `value`) or `gfd`."""
+
+    preset: gpu_pool.Preset
+    # nodeGroup only: the label every node of the group carries, e.g. eks.amazonaws.com/nodegroup.
+    label: str | None = Field(default=None, pattern=_LABEL_KEY, max_length=316)
+    value: str | None = Field(default=None, pattern=_LABEL_VALUE, max_length=63)
+
+
 class KubernetesConfig(Section):
     # Prefix of every object's name (`<releaseName>`, `<releaseName>-wrapper`, …), as a Helm release.
     release_name: str = Field(default="vllm", pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=40)
     namespace: str = Field(default="vllm", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
     create_namespace: bool = True
-    # Default: the GPU type's `nvidia.com/gpu.product` label (NVIDIA GPU feature discovery).
+    # How vLLM finds its GPU nodes; unset: the `gfd` preset (unless node_selector replaces it).
+    gpu_pool: GpuPool | None = None
+    # Unset: the preset's labels. Alone it replaces them; beside gpu_pool it adds to them.
     node_selector: dict[str, str] | None = None
     # Default: tolerate the `nvidia.com/gpu` taint GPU node pools carry.
     tolerations: list[Toleration] | None = None
@@ -331,9 +347,58 @@ class StackConfig(Section):
                         f"{self.modal.min_containers}; raise maxContainers or lower minContainers",
                     )
                 )
+        if self.target == "kubernetes":
+            problems += _gpu_pool_problems(self)
         if problems:
             raise ValueError("\n".join(f"{key}: {msg}" for key, msg in problems))
         return self
+
+
+def _gpu_pool_problems(config: StackConfig) -> list[tuple[str, str]]:
+    """What a GPU pool preset needs and the stack does not give, one (key, fix) each."""
+    pool = config.kubernetes.gpu_pool
+    if pool is None:
+        return []
+    if config.gpu.is_cpu:
+        return [
+            ("kubernetes.gpuPool", "vLLM runs on CPU (gpu.type none); remove gpuPool, or use kubernetes.nodeSelector")
+        ]
+    problems: list[tuple[str, str]] = []
+    if pool.preset == "nodeGroup":
+        for key in ("label", "value"):
+            if getattr(pool, key) is None:
+                problems.append(
+                    (
+                        f"kubernetes.gpuPool.{key}",
+                        "required with preset nodeGroup: the node label every node of the GPU group carries and its "
+                        "value, e.g. label: eks.amazonaws.com/nodegroup (EKS) or kubernetes.azure.com/agentpool (AKS)",
+                    )
+                )
+    else:
+        for key in ("label", "value"):
+            if getattr(pool, key) is not None:
+                problems.append(
+                    (f"kubernetes.gpuPool.{key}", f"only with preset nodeGroup; remove it for {pool.preset}")
+                )
+        if gpu_pool.preset_labels(pool.preset, catalog.GPUS[config.gpu.type]) is None:
+            offered = [g for g in catalog.GPUS.values() if gpu_pool.preset_labels(pool.preset, g)]
+            problems.append(
+                (
+                    "kubernetes.gpuPool.preset",
+                    f"{pool.preset} clusters offer no {config.gpu.type} nodes; pick a gpu.type of "
+                    f"{', '.join(g.name for g in offered)}, or preset nodeGroup or gfd",
+                )
+            )
+    if pool.preset in gpu_pool.NEEDS_STORAGE_CLASS and not config.kubernetes.cache.storage_class:
+        problems.append(
+            (
+                "kubernetes.cache.storageClass",
+                f"required with kubernetes.gpuPool.preset {pool.preset}: EKS 1.30 and later mark no StorageClass "
+                "default, so the cache claim (and vLLM) would stay Pending; set it to one `kubectl get storageclass` "
+                "lists, e.g. gp3 (EBS CSI)",
+            )
+        )
+    return problems
 
 
 # ---------------------------------------------------------------------- parse

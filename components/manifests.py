@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from components import observability
+from components import gpu_pool, observability
 from components.config import StackConfig
 from components.plan import VLLM_PORT, ServingPlan, serving_plan
 from components.secrets import SECRET_ENV
@@ -251,20 +251,17 @@ def _vllm_env(config: StackConfig, plan: ServingPlan) -> list[Manifest]:
 
 
 def _gpu_placement(config: StackConfig, plan: ServingPlan) -> Manifest:
+    placement = gpu_pool.placement(gpu_pool.node_labels(config))
     if plan.gpu.spec is None:
-        placement: Manifest = {}
-        if config.kubernetes.node_selector:
-            placement["nodeSelector"] = dict(config.kubernetes.node_selector)
         if config.kubernetes.tolerations:
             placement["tolerations"] = [t.model_dump(exclude_none=True) for t in config.kubernetes.tolerations]
         return placement
-    node_selector = config.kubernetes.node_selector or {"nvidia.com/gpu.product": plan.gpu.spec.node_product}
     tolerations = (
         [t.model_dump(exclude_none=True) for t in config.kubernetes.tolerations]
         if config.kubernetes.tolerations is not None
         else [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     )
-    return {"nodeSelector": dict(node_selector), "tolerations": tolerations}
+    return {**placement, "tolerations": tolerations}
 
 
 def cache_claim_name(config: StackConfig, plan: ServingPlan) -> str:
@@ -272,7 +269,7 @@ def cache_claim_name(config: StackConfig, plan: ServingPlan) -> str:
     StatefulSet (volumeClaimTemplates are immutable) with one whose pods get new, right-sized
     claims, instead of remounting the retained claims of the old name at their old size."""
     name = f"model-cache-{plan.cache_size.lower().replace('.', '-')}"
-    if storage_class := config.kubernetes.cache.storage_class:
+    if storage_class := gpu_pool.cache_storage_class(config):
         name += "-" + hashlib.sha256(storage_class.encode()).hexdigest()[:6]
     return name
 
@@ -288,8 +285,8 @@ def vllm_statefulset(config: StackConfig, plan: ServingPlan, secret_digest: Any 
             "resources": {"requests": {"storage": plan.cache_size}},
         },
     }
-    if config.kubernetes.cache.storage_class:
-        cache_claim["spec"]["storageClassName"] = config.kubernetes.cache.storage_class
+    if storage_class := gpu_pool.cache_storage_class(config):
+        cache_claim["spec"]["storageClassName"] = storage_class
     container = {
         "name": "vllm",
         "image": config.vllm.image,

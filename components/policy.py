@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 
+from components.gpu_pool import KARPENTER_GPU_MEMORY, KARPENTER_GPU_NAME, pod_node_labels
 from components.manifests import SKIP_AWAIT, Manifest
 from components.secrets import secret_flag
 
 _SECRET_NAME = re.compile(r"(^|_)(KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
 _LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component")
 _WORKLOADS = ("Deployment", "StatefulSet")
+_EKS_LABEL_PREFIXES = ("karpenter.k8s.aws/", "eks.amazonaws.com/")
 
 
 def _pods(objects: list[Manifest]) -> Iterator[tuple[Manifest, Manifest]]:
@@ -188,6 +190,43 @@ def pod_security(objects: list[Manifest]) -> list[str]:
     return found
 
 
+def _wants_gpu(pod_spec: Manifest) -> bool:
+    return any("nvidia.com/gpu" in c.get("resources", {}).get("limits", {}) for c in pod_spec["containers"])
+
+
+def gpu_pool(objects: list[Manifest]) -> list[str]:
+    """A GPU workload picks its GPU nodes by label, unambiguously; on EKS its cache names a class.
+
+    - no node selection: the pod lands on any GPU node with room, whatever the GPU;
+    - Karpenter's `instance-gpu-name` alone is ambiguous (`a100` is both the 40 GB p4d and the
+      80 GB p4de; karpenter.sh/docs/reference/instance-types): `instance-gpu-memory` must pin it;
+    - selected by an EKS label (Karpenter's, a managed node group's) with a claim template that
+      names no StorageClass: EKS 1.30+ marks none default, so the claim and the pod stay Pending.
+    """
+    found = []
+    for obj, template in _pods(objects):
+        spec, where = template["spec"], f"{obj['kind']}/{obj['metadata']['name']}"
+        if not _wants_gpu(spec):
+            continue
+        labels = pod_node_labels(spec)
+        if not labels:
+            found.append(
+                f"{where}: requests GPUs but selects no node label, so it lands on any GPU; set kubernetes.gpuPool"
+            )
+        if KARPENTER_GPU_NAME in labels and KARPENTER_GPU_MEMORY not in labels:
+            found.append(
+                f"{where}: selects {KARPENTER_GPU_NAME} without {KARPENTER_GPU_MEMORY}, which tells GPU sizes apart"
+            )
+        if any(k.startswith(_EKS_LABEL_PREFIXES) for k in labels):
+            for claim in obj["spec"].get("volumeClaimTemplates", []):
+                if not claim.get("spec", {}).get("storageClassName"):
+                    found.append(
+                        f"{where}: claim {claim['metadata']['name']} names no storageClassName on an EKS node pool "
+                        "(EKS 1.30+ has no default StorageClass); set kubernetes.cache.storageClass"
+                    )
+    return found
+
+
 RULES: dict[str, Callable[[list[Manifest]], list[str]]] = {
     "pinned-images": pinned_images,
     "bounded-resources": bounded_resources,
@@ -198,6 +237,7 @@ RULES: dict[str, Callable[[list[Manifest]], list[str]]] = {
     "labelled": labelled,
     "awaited": awaited,
     "pod-security": pod_security,
+    "gpu-pool": gpu_pool,
 }
 
 

@@ -35,6 +35,8 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
+from components.gpu_pool import pod_node_labels
+
 Manifest = dict[str, Any]
 Status = Literal["pass", "warn", "fail", "skip"]
 
@@ -202,7 +204,7 @@ class Needs:
 
     namespace: str
     creates_namespace: bool
-    node_selector: dict[str, str]
+    node_labels: dict[str, list[str]]  # label → the values any one of which will do (nodeSelector + affinity)
     tolerations: list[Manifest]
     wants_gpu: bool
     storage_classes: list[str | None]  # one per claim template; None: the cluster's default
@@ -216,14 +218,14 @@ class Needs:
         workloads = [o for o in objects if o["kind"] in ("StatefulSet", "Deployment")]
         namespace = namespaces[0] if namespaces else next(o["metadata"]["namespace"] for o in workloads)
         pod_specs = [o["spec"]["template"]["spec"] for o in workloads]
-        selector: dict[str, str] = {}
+        selector: dict[str, list[str]] = {}
         tolerations: list[Manifest] = []
         wants_gpu = False
         for spec in pod_specs:
             containers = spec.get("containers", [])
             if any(GPU_RESOURCE in c.get("resources", {}).get("limits", {}) for c in containers):
                 wants_gpu = True
-                selector = dict(spec.get("nodeSelector") or {})
+                selector = pod_node_labels(spec)
                 tolerations = list(spec.get("tolerations") or [])
         claims = [t for o in workloads for t in o["spec"].get("volumeClaimTemplates", [])]
         images = sorted({c["image"] for s in pod_specs for c in [*s.get("initContainers", []), *s["containers"]]})
@@ -233,7 +235,7 @@ class Needs:
         return cls(
             namespace=namespace,
             creates_namespace=bool(namespaces),
-            node_selector=selector,
+            node_labels=selector,
             tolerations=tolerations,
             wants_gpu=wants_gpu,
             storage_classes=[c["spec"].get("storageClassName") for c in claims],
@@ -255,8 +257,14 @@ def _items(listing: Any) -> list[Manifest]:
     return list(listing.get("items", [])) if listing else []
 
 
-def _selector_text(selector: dict[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in selector.items())
+def _selector_text(selector: dict[str, list[str]]) -> str:
+    """`key=value`, or `key=a|b` where any of several will do."""
+    return ",".join(f"{k}={'|'.join(v)}" for k, v in selector.items())
+
+
+def _carries(node: Manifest, selector: dict[str, list[str]]) -> bool:
+    labels = node["metadata"].get("labels") or {}
+    return all(labels.get(key) in values for key, values in selector.items())
 
 
 # --------------------------------------------------------------- the checks
@@ -277,8 +285,8 @@ def check_context(cluster: Cluster, context: str | None) -> Check:
     return Check("context", "pass", f"{name} answers (Kubernetes {version.get('gitVersion', '?')})")
 
 
-def _nodepool_can_carry(pool: Manifest, selector: dict[str, str], wants_gpu: bool) -> bool:
-    """Could Karpenter launch a node of this NodePool carrying every selector label?
+def _nodepool_can_carry(pool: Manifest, selector: dict[str, list[str]], wants_gpu: bool) -> bool:
+    """Could Karpenter launch a node of this NodePool carrying every selector label (one of its values)?
 
     Modelled on Karpenter's scheduling (karpenter.sh docs, "NodePools: spec.template"): a
     label comes from `template.metadata.labels` or a requirement; well-known labels Karpenter
@@ -290,9 +298,9 @@ def _nodepool_can_carry(pool: Manifest, selector: dict[str, str], wants_gpu: boo
     requirements = {r["key"]: r for r in template.get("spec", {}).get("requirements", [])}
     if wants_gpu and any("gpu" in key and r.get("operator") == "DoesNotExist" for key, r in requirements.items()):
         return False
-    for key, value in selector.items():
+    for key, wanted in selector.items():
         if key in labels:
-            if labels[key] != value:
+            if labels[key] not in wanted:
                 return False
             continue
         requirement = requirements.get(key)
@@ -300,14 +308,21 @@ def _nodepool_can_carry(pool: Manifest, selector: dict[str, str], wants_gpu: boo
             if not KARPENTER_WELL_KNOWN.match(key):
                 return False
             continue
-        operator, values = requirement.get("operator"), requirement.get("values", [])
-        if operator == "In" and value not in values:
-            return False
-        if operator == "NotIn" and value in values:
-            return False
-        if operator in ("DoesNotExist", "Gt", "Lt"):
+        if not any(_meets(requirement, value) for value in wanted):
             return False
     return True
+
+
+def _meets(requirement: Manifest, value: str) -> bool:
+    """Does a label value meet a NodePool requirement (core/v1 NodeSelectorRequirement operators)?"""
+    operator, values = requirement.get("operator"), requirement.get("values", [])
+    if operator == "In":
+        return value in values
+    if operator == "NotIn":
+        return value not in values
+    if operator in ("Gt", "Lt") and value.isdigit() and values and str(values[0]).lstrip("-").isdigit():
+        return int(value) > int(values[0]) if operator == "Gt" else int(value) < int(values[0])
+    return operator == "Exists"
 
 
 def _autoscaler_groups(status: Manifest) -> list[str]:
@@ -317,7 +332,7 @@ def _autoscaler_groups(status: Manifest) -> list[str]:
 
 def check_gpu_nodes(cluster: Cluster, needs: Needs) -> Check:
     nodes = _items(cluster.get("nodes"))
-    if not needs.node_selector:
+    if not needs.node_labels:
         if not needs.wants_gpu:
             ready = [n for n in nodes if _ready(n)]
             if ready:
@@ -329,8 +344,8 @@ def check_gpu_nodes(cluster: Cluster, needs: Needs) -> Check:
             "vLLM asks for a GPU with no nodeSelector: it lands on any GPU node",
             "set `kubernetes.nodeSelector` to the GPU pool's labels",
         )
-    wanted = _selector_text(needs.node_selector)
-    matching = [n for n in nodes if needs.node_selector.items() <= (n["metadata"].get("labels") or {}).items()]
+    wanted = _selector_text(needs.node_labels)
+    matching = [n for n in nodes if _carries(n, needs.node_labels)]
     untolerated = [_untolerated(n, needs.tolerations) for n in matching]
     if matching and all(untolerated):
         taint = untolerated[0][0]
@@ -347,7 +362,7 @@ def check_gpu_nodes(cluster: Cluster, needs: Needs) -> Check:
     pools = [
         p
         for p in _items(cluster.get(KARPENTER_NODEPOOLS))
-        if _nodepool_can_carry(p, needs.node_selector, needs.wants_gpu)
+        if _nodepool_can_carry(p, needs.node_labels, needs.wants_gpu)
     ]
     if pools:
         names = ", ".join(p["metadata"]["name"] for p in pools)
@@ -373,8 +388,9 @@ def check_gpu_nodes(cluster: Cluster, needs: Needs) -> Check:
         "gpu-nodes",
         "fail",
         f"no node carries {wanted}, and no autoscaler (Karpenter NodePool, cluster-autoscaler) can make one",
-        "add a GPU node pool whose nodes carry these labels, or set `kubernetes.nodeSelector` to the labels "
-        "your GPU nodes have (`kubectl get nodes --show-labels`)",
+        "add a GPU node pool whose nodes carry these labels, or set `kubernetes.gpuPool.preset` to your "
+        "cluster's kind (gke, karpenter, nodeGroup) or `kubernetes.nodeSelector` to the labels your GPU nodes "
+        "have (`kubectl get nodes --show-labels`)",
     )
 
 

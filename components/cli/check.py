@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import yaml
 
-from components import changes, policy
+from components import changes, gpu_pool, policy
 from components.cli.common import DEFAULT_STACKS_DIR, StackArg, StacksDir, load
 from components.config import StackConfig
 from components.fit import FitReport
@@ -25,6 +25,8 @@ class Checked:
     tensor_parallel_size: int
     startup_budget_seconds: int | None  # None: the target declares no Kubernetes objects
     violations: list[str]
+    # What may go wrong on a real cluster but is not wrong in the objects (the exit status stays 0).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -39,6 +41,7 @@ def check_stack(config: StackConfig) -> Checked:
         tensor_parallel_size=plan.gpu.tensor_parallel_size,
         startup_budget_seconds=plan.startup_budget_seconds if objects is not None else None,
         violations=policy.violations(objects) if objects is not None else [],
+        warnings=gpu_pool.scale_from_zero_warnings(config),
     )
 
 
@@ -54,6 +57,7 @@ def format_lines(stack: str, config: StackConfig, checked: Checked) -> list[str]
         found = checked.violations
         lines.append(f"  policy: {'ok' if not found else f'{len(found)} violation(s)'}")
         lines += [f"    {violation}" for violation in found]
+    lines += [f"  warning: {warning}" for warning in checked.warnings]
     return lines
 
 

@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components import catalog, manifests
+from components import catalog, gpu_pool, manifests
 from components.config import StackConfig, VllmConfig, parse_stack_config
 from components.helm_values import helm_values
 from components.plan import serving_plan
@@ -116,12 +116,12 @@ def test_schema_knows_the_gpu_types_of_the_catalog(chart):
 
 
 @pytest.mark.parametrize("gpu", sorted(catalog.GPUS))
-def test_node_selector_uses_the_catalogs_product_label(chart, gpu):
+def test_node_selection_uses_every_product_label_of_the_catalog(chart, gpu):
     objs = objects(render(chart, with_values(gpu={"type": gpu}), "vllm", "vllm"))
     (statefulset,) = by_kind(objs, "StatefulSet")
-    assert statefulset["spec"]["template"]["spec"]["nodeSelector"] == {
-        "nvidia.com/gpu.product": catalog.GPUS[gpu].node_product
-    }
+    pod = statefulset["spec"]["template"]["spec"]
+    wanted = gpu_pool.placement({"nvidia.com/gpu.product": list(catalog.GPUS[gpu].node_products)})
+    assert {k: pod.get(k) for k in ("nodeSelector", "affinity") if k in pod} == wanted
 
 
 def test_values_yaml_defaults_are_the_stack_configs_defaults(chart):

@@ -99,7 +99,10 @@ def test_prod_runs_the_70b_model_on_two_a100s_with_tensor_parallel_two() -> None
 
 def test_gpu_pods_land_on_the_gpu_pool_and_tolerate_its_taint() -> None:
     pod = one(run_program("dev"), "StatefulSet").plain("spec")["template"]["spec"]
-    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term["matchExpressions"] == [
+        {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe"]}
+    ]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
 
 

@@ -304,23 +304,6 @@ def test_too_little_node_memory_on_an_existing_cluster_fails_before_deploying(ma
     assert m.make("down").status == 0
 
 
-def test_the_x86_cpu_image_on_arm64_nodes_fails_naming_the_arm64_image(machine: Machine) -> None:
-    m = machine
-    m.install("docker", "kubectl", "pulumi", "kind")
-    m.add_context("kind-mac")
-    m.world["kind_clusters"].append("mac")
-    m.world["kube"]["contexts"]["kind-mac"]["nodes"][0]["arch"] = "arm64"  # an Apple-silicon laptop
-    m.save()
-
-    up = m.make("up")
-
-    assert up.status != 0
-    line = failure_line(up.output, "up")
-    assert "vLLM's image public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v0.32.0 is built for amd64" in line
-    assert "set vllm.image to public.ecr.aws/q9t5s3a7/vllm-arm64-cpu-release-repo:v0.32.0 in stacks/Pulumi.local.yaml" in line
-    assert not m.ran("pulumi", "up")
-
-
 # --- a cluster the newcomer already has -----------------------------------------------------------
 
 

@@ -88,10 +88,46 @@ StatefulSet with one whose pods get new, right-sized claims (components/manifest
 */}}
 {{- define "vllm-deploy.cacheClaimName" -}}
 {{- $name := printf "model-cache-%s" (.Values.kubernetes.cache.size | default "200Gi" | lower | replace "." "-") -}}
-{{- with .Values.kubernetes.cache.storageClass -}}
+{{- with include "vllm-deploy.cacheStorageClass" . -}}
 {{- $name = printf "%s-%s" $name (sha256sum . | trunc 6) -}}
 {{- end -}}
 {{- $name -}}
+{{- end -}}
+
+{{/* The GPU pool preset in force: kubernetes.gpuPool's, else none when kubernetes.nodeSelector
+replaces it, else the default; empty on CPU (components/gpu_pool.py preset_of). */}}
+{{- define "vllm-deploy.gpuPoolPreset" -}}
+{{- if ne .Values.gpu.type (include "vllm-deploy.cpuType" .) -}}
+{{- with .Values.kubernetes.gpuPool -}}
+{{- .preset -}}
+{{- else -}}
+{{- if not .Values.kubernetes.nodeSelector -}}{{ include "vllm-deploy.defaultGpuPool" $ }}{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* vLLM's node labels → the values any one of which will do, as JSON (components/gpu_pool.py node_labels):
+the preset's, then kubernetes.nodeSelector's on top; kubernetes.nodeSelector alone replaces the default. */}}
+{{- define "vllm-deploy.nodeLabels" -}}
+{{- $labels := dict -}}
+{{- $pool := .Values.kubernetes.gpuPool -}}
+{{- $preset := include "vllm-deploy.gpuPoolPreset" . -}}
+{{- if and $pool (eq $preset "nodeGroup") -}}
+{{- $labels = dict $pool.label (list $pool.value) -}}
+{{- else if $preset -}}
+{{- $forGpu := get (include "vllm-deploy.gpuPoolLabels" . | fromJson) .Values.gpu.type -}}
+{{- $labels = get $forGpu $preset | default dict -}}
+{{- end -}}
+{{- range $key, $value := .Values.kubernetes.nodeSelector -}}
+{{- $_ := set $labels $key (list $value) -}}
+{{- end -}}
+{{- $labels | toJson -}}
+{{- end -}}
+
+{{/* The cache's StorageClass: kubernetes.cache.storageClass, else the preset's default, else none. */}}
+{{- define "vllm-deploy.cacheStorageClass" -}}
+{{- $defaults := get (include "vllm-deploy.gpuPoolStorage" . | fromJson) "default" -}}
+{{- .Values.kubernetes.cache.storageClass | default (get $defaults (include "vllm-deploy.gpuPoolPreset" .)) -}}
 {{- end -}}
 
 {{/*
@@ -129,6 +165,28 @@ Rolls the pods when what they read changes but their spec does not: the Secret t
 {{- $flag := splitList "=" (toString .) | first | replace "_" "-" -}}
 {{- if has $flag $secretFlags -}}
 {{- fail (printf "vllm.extraArgs: %s must not be passed as an argument (it would show in `ps` and in the pod spec); set secrets.vllmApiKey / secrets.hfToken or the existing Secret instead" $flag) -}}
+{{- end -}}
+{{- end -}}
+{{- with .Values.kubernetes.gpuPool -}}
+{{- if eq $.Values.gpu.type (include "vllm-deploy.cpuType" $) -}}
+{{- fail "kubernetes.gpuPool: vLLM runs on CPU (gpu.type none); remove gpuPool, or use kubernetes.nodeSelector" -}}
+{{- end -}}
+{{- if eq .preset "nodeGroup" -}}
+{{- range $key := list "label" "value" -}}
+{{- if not (get $.Values.kubernetes.gpuPool $key) -}}
+{{- fail (printf "kubernetes.gpuPool.%s: required with preset nodeGroup: the node label every node of the GPU group carries and its value, e.g. label: eks.amazonaws.com/nodegroup (EKS) or kubernetes.azure.com/agentpool (AKS)" $key) -}}
+{{- end -}}
+{{- end -}}
+{{- else -}}
+{{- if or .label .value -}}
+{{- fail (printf "kubernetes.gpuPool.label: only with preset nodeGroup; remove label and value for %s" .preset) -}}
+{{- end -}}
+{{- if not (hasKey (get (include "vllm-deploy.gpuPoolLabels" $ | fromJson) $.Values.gpu.type) .preset) -}}
+{{- fail (printf "kubernetes.gpuPool.preset: %s clusters offer no %s nodes; pick another gpu.type, or preset nodeGroup or gfd" .preset $.Values.gpu.type) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (has .preset (get (include "vllm-deploy.gpuPoolStorage" $ | fromJson) "required")) (not $.Values.kubernetes.cache.storageClass) -}}
+{{- fail (printf "kubernetes.cache.storageClass: required with kubernetes.gpuPool.preset %s: EKS 1.30 and later mark no StorageClass default, so the cache claim would stay Pending; set one `kubectl get storageclass` lists, e.g. gp3" .preset) -}}
 {{- end -}}
 {{- end -}}
 {{- if lt (int .Values.wrapper.replicas.max) (int .Values.wrapper.replicas.min) -}}
