@@ -6,7 +6,9 @@
                        serve_vllm (GPU, vLLM OpenAI server, scaledown_window = idle timeout)
 
 A request that arrives while the GPU side is scaled to zero is held by Modal until vLLM
-is up (its `startup_timeout`); the wrapper's VLLM_TIMEOUT covers that cold start.
+is up (its `startup_timeout`); the wrapper's VLLM_TIMEOUT covers that cold start. Modal's
+150 s limit on the client's own request is met by the wrapper's early SSE headers and
+keep-alives on streams (wrapper/keepalive.py); non-streamed clients follow Modal's 303 (README).
 """
 
 from __future__ import annotations

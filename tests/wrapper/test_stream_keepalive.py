@@ -40,9 +40,7 @@ def up(upstream: FaultUpstream) -> FaultUpstream:
 
 @pytest.fixture(scope="module")
 def wrapper(upstream: FaultUpstream) -> Iterator[Wrapper]:
-    w = Wrapper(
-        upstream.base_url, api_key=KEY, timeout=30, stream_keepalive_after=0.2, stream_keepalive_interval=0.2
-    )
+    w = Wrapper(upstream.base_url, api_key=KEY, timeout=30, stream_keepalive_after=0.2, stream_keepalive_interval=0.2)
     try:
         yield w
     finally:
@@ -137,15 +135,13 @@ def test_chat_streams_name_the_error_event_as_chat_errors_always_are(up: FaultUp
     up.control(header_delay=HOLD, fail_status=404, fail_count=1)
     r, data = _raw_stream(wrapper.url + "/chat", {"stream": True, "messages": CHAT["messages"]})
     assert r.status_code == 200
-    assert data.replace(KEEPALIVE, b"").startswith(b"event: error\ndata: {\"error\":")
+    assert data.replace(KEEPALIVE, b"").startswith(b'event: error\ndata: {"error":')
     assert b'"code":404' in data
 
 
 def test_the_wrappers_own_timeout_after_the_headers_is_an_error_event_too(upstream: FaultUpstream) -> None:
     upstream.reset(header_delay=5)
-    w = Wrapper(
-        upstream.base_url, api_key=KEY, timeout=1, stream_keepalive_after=0.2, stream_keepalive_interval=0.2
-    )
+    w = Wrapper(upstream.base_url, api_key=KEY, timeout=1, stream_keepalive_after=0.2, stream_keepalive_interval=0.2)
     try:
         r, data = _raw_stream(w.base_url + "/chat/completions", CHAT)
     finally:

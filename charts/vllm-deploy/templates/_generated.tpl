@@ -89,6 +89,14 @@ none
 - name: VLLM_ROUTING
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.wrapper.streamKeepaliveAfter }}
+- name: VLLM_STREAM_KEEPALIVE_AFTER
+  value: {{ . | int | toString | quote }}
+{{- end }}
+{{- with .Values.wrapper.streamKeepaliveInterval }}
+- name: VLLM_STREAM_KEEPALIVE_INTERVAL
+  value: {{ . | int | toString | quote }}
+{{- end }}
 {{- end -}}
 
 {{/* Scale-to-zero settings (SCALER_SETTINGS), as env entries; the StatefulSet's namespace and name follow. */}}
