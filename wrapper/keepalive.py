@@ -33,86 +33,85 @@ from .streaming import SSE_HEADERS, UpstreamStream
 KEEPALIVE = b": keep-alive\n\n"
 
 
-async def answer_stream(
+def answer_stream(
     opening: Coroutine[Any, Any, Response], after: float, interval: float, *, named_errors: bool
 ) -> Response:
-    """The response of ``opening`` (which opens the upstream stream), or, if it is still running
-    after ``after`` seconds, a response that sends the SSE headers now and keep-alives meanwhile.
-
-    ``after <= 0`` turns this off: ``opening`` is awaited as it is.
-    """
-    if after <= 0:
-        return await opening
-    loop = asyncio.get_running_loop()
-    task = loop.create_task(opening)
-    # A future, a timer and a done callback: cheaper than asyncio.wait on the hot path.
-    waited: asyncio.Future[None] = loop.create_future()
-
-    def wake(_: object = None) -> None:
-        if not waited.done():
-            waited.set_result(None)
-
-    timer = loop.call_later(after, wake)
-    task.add_done_callback(wake)
-    try:
-        await waited
-    except asyncio.CancelledError:  # the client left (the gateway cancels the request)
-        task.cancel()
-        raise
-    finally:
-        timer.cancel()
-    if task.done():
-        return task.result()
-    return KeepAliveStream(task, interval, named_errors=named_errors)
+    """A response that runs ``opening`` (which opens the upstream stream and returns the response
+    to send) and, if it is still running after ``after`` seconds, sends the SSE headers and
+    keep-alives meanwhile. ``after <= 0`` turns the early headers off."""
+    return KeepAliveStream(opening, after, interval, named_errors=named_errors)
 
 
 class KeepAliveStream(Response):
-    """SSE headers now, ``: keep-alive`` every ``interval`` s, then the stream ``task`` opens."""
+    """Runs ``opening`` in the request's own task with one timer armed: the fast case costs a
+    timer, not a task. Only when the timer fires does a second task send the headers and the
+    comments, and watch for the client leaving (it then cancels the request's task)."""
 
-    def __init__(self, task: asyncio.Task[Response], interval: float, *, named_errors: bool) -> None:
-        self.task = task
+    def __init__(
+        self, opening: Coroutine[Any, Any, Response], after: float, interval: float, *, named_errors: bool
+    ) -> None:
+        self.opening = opening
+        self.after = after
         self.interval = interval
         self.named_errors = named_errors
         self.status_code = 200
         self.background = None
 
     async def __call__(self, scope, receive, send) -> None:
-        task = self.task
         loop = asyncio.get_running_loop()
+        request_task = asyncio.current_task()
+        assert request_task is not None
+        early: asyncio.Task[None] | None = None
+        gone = False
 
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-
-        watcher = loop.create_task(watch())
-        try:
+        async def keep_alive() -> None:
+            nonlocal gone
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             while True:
-                done, _ = await asyncio.wait((task, watcher), timeout=self.interval, return_when="FIRST_COMPLETED")
-                if watcher in done:  # the client left while vLLM was starting
-                    scope.setdefault("state", {})["client_gone"] = True
-                    return
-                if task in done:
-                    break
-                await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
-            watcher.cancel()  # the stream below watches the client itself
+                try:
+                    async with asyncio.timeout(self.interval):
+                        while (await receive())["type"] != "http.disconnect":
+                            pass
+                except TimeoutError:
+                    await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+                    continue
+                gone = True  # the client left while vLLM was starting: stop waiting for it
+                request_task.cancel()
+                return
+
+        def go_early() -> None:
+            nonlocal early
+            early = loop.create_task(keep_alive())
+
+        timer = loop.call_later(self.after, go_early) if self.after > 0 else None
+        response: Response | None = None
+        try:
             try:
-                response = task.result()
+                response = await self.opening
             except APIError as exc:
                 response = exc.response()
-            if isinstance(response, UpstreamStream):
-                await response(scope, receive, _body_only(send))
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                if early is not None and not early.done():
+                    early.cancel()
+                    await asyncio.wait((early,))  # never two senders at once
+        except asyncio.CancelledError:
+            if isinstance(response, UpstreamStream):  # opened just as the client left
+                response.resp.close()
+            if gone:
+                request_task.uncancel()
+                scope.setdefault("state", {})["client_gone"] = True
                 return
-            status, body = await _rendered(response, scope, receive)
-            await send({"type": "http.response.body", "body": self.error_event(status, body), "more_body": False})
-        finally:
-            watcher.cancel()
-            if not task.done():
-                task.cancel()
-            elif not task.cancelled() and task.exception() is None:
-                result = task.result()
-                if isinstance(result, UpstreamStream):
-                    result.resp.close()  # idempotent; releases the socket if the stream never ran
+            raise
+        if early is None:  # vLLM answered in time: exactly the response of old
+            await response(scope, receive, send)
+            return
+        if isinstance(response, UpstreamStream):
+            await response(scope, receive, _body_only(send))
+            return
+        status, body = await _rendered(response, scope, receive)
+        await send({"type": "http.response.body", "body": self.error_event(status, body), "more_body": False})
 
     def error_event(self, status: int, body: bytes) -> bytes:
         """The error answer the client would have had, as one SSE event (the OpenAI shape)."""

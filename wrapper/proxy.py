@@ -93,7 +93,7 @@ class Proxy:
             key = chat_key(obj["messages"], limit) if required == "messages" else completion_key(obj["prompt"], limit)
         if stream:
             opening = self._open_stream(path, raw, rid, key, route)
-            return await answer_stream(opening, *self.keepalive, named_errors=False)
+            return answer_stream(opening, *self.keepalive, named_errors=False)
         reply = await self.upstream.call("POST", "/" + path, raw, rid, key)
         if reply.status >= 400:
             return upstream_error(reply.status, reply.body, reply.retry_after)

@@ -193,7 +193,7 @@ def build_router(settings: Settings, upstream: Upstream, metrics: Metrics, proxy
 
         if body.stream:  # SSE headers and keep-alives while vLLM has not answered (wrapper/keepalive.py)
             after, every = settings.stream_keepalive_after, settings.stream_keepalive_interval
-            return await answer_stream(answer(), after, every, named_errors=True)
+            return answer_stream(answer(), after, every, named_errors=True)
         return await answer()
 
     @router.get("/health", tags=["service"], summary="Wrapper and model-server health (never waits on vLLM)")
