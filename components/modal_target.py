@@ -32,6 +32,7 @@ from pulumi.runtime import rpc
 
 from components.config import StackConfig
 from components.modal_app import AppSpec, SpecError, source_hash, wrapper_requirements
+from components.modal_output import with_modal_output
 from components.plan import serving_plan
 from components.secrets import MODAL_PROXY_TOKEN, SECRETS
 
@@ -90,7 +91,8 @@ class ModalSdkClient:
         module = load_app(spec)
         # Taken now: a later load_app re-executes the module in place.
         app, functions = module.app, {name: getattr(module, name) for name in spec.web_functions}
-        await app.deploy.aio(name=spec.app_name, tag=f"spec-{spec.digest[:12]}")
+        # Build logs to the provider's stderr; a failed build's last lines go with its error.
+        await with_modal_output(app.deploy.aio(name=spec.app_name, tag=f"spec-{spec.digest[:12]}"))
         urls = {}
         for name, function in functions.items():
             url = await function.get_web_url.aio()
