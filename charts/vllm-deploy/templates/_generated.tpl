@@ -32,6 +32,10 @@ none
 - --revision
 - {{ . | quote }}
 {{- end }}
+{{- with .Values.model.revision }}
+- --tokenizer-revision
+- {{ . | quote }}
+{{- end }}
 {{- with .Values.vllm.quantization }}
 - --quantization
 - {{ . | quote }}
