@@ -271,6 +271,8 @@ class ModalConfig(Section):
     vllm_version: str | None = Field(default=None, pattern=r"^\d+(\.\d+){1,3}(\.post\d+)?$")
     # Concurrent requests per always-on wrapper container (autoscale).
     wrapper_max_concurrent_inputs: int = Field(default=100, ge=1)
+    # Download the weights (at model.revision) into the Volume once after deploy, before any request.
+    predownload: bool = False
 
 
 class CostConfig(Section):

@@ -46,3 +46,10 @@ def serve_wrapper():
         return (await serve_vllm.get_current_stats.aio()).num_total_runners
 
     return build_wrapper_app(spec, vllm_url=serve_vllm.get_web_url(), gpu_runners=gpu_runners)
+
+
+if spec.predownload:
+
+    @app.function(**common.download_options(spec))
+    def download_weights() -> str:
+        return common.download_weights(spec)
