@@ -217,6 +217,10 @@ class WrapperConfig(Section):
     limits: WrapperLimits = WrapperLimits()
     # How the wrapper picks a vLLM replica; unset: `prefix` when there are several.
     routing: Literal["prefix", "least-load", "round-robin"] | None = None
+    # A streamed request vLLM has not answered after this long gets the SSE headers, then a
+    # `: keep-alive` comment every interval (wrapper/keepalive.py); unset: the wrapper's 5 s and 15 s.
+    stream_keepalive_after: Seconds | None = Field(default=None, ge=1)
+    stream_keepalive_interval: Seconds | None = Field(default=None, ge=1)
 
     @field_validator("image")
     @classmethod
@@ -283,6 +287,8 @@ class ModalConfig(Section):
     vllm_version: str | None = Field(default=None, pattern=r"^\d+(\.\d+){1,3}(\.post\d+)?$")
     # Concurrent requests per always-on wrapper container (autoscale).
     wrapper_max_concurrent_inputs: int = Field(default=100, ge=1)
+    # Download the weights (at model.revision) into the Volume once after deploy, before any request.
+    predownload: bool = False
 
 
 class CostConfig(Section):

@@ -32,6 +32,7 @@ from pulumi.runtime import rpc
 
 from components.config import StackConfig
 from components.modal_app import AppSpec, SpecError, source_hash, wrapper_requirements
+from components.modal_output import with_modal_output
 from components.plan import serving_plan
 from components.secrets import MODAL_PROXY_TOKEN, SECRETS
 
@@ -60,6 +61,10 @@ class ModalClient(Protocol):
     async def deploy(self, spec: AppSpec) -> Deployed: ...
 
     async def stop(self, app_name: str) -> None: ...
+
+    async def predownload(self, spec: AppSpec) -> None:
+        """Run the deployed app's `download_weights` once, to its end (modal.predownload)."""
+        ...
 
 
 class ModalSdkClient:
@@ -90,13 +95,20 @@ class ModalSdkClient:
         module = load_app(spec)
         # Taken now: a later load_app re-executes the module in place.
         app, functions = module.app, {name: getattr(module, name) for name in spec.web_functions}
-        await app.deploy.aio(name=spec.app_name, tag=f"spec-{spec.digest[:12]}")
+        # Build logs to the provider's stderr; a failed build's last lines go with its error.
+        await with_modal_output(app.deploy.aio(name=spec.app_name, tag=f"spec-{spec.digest[:12]}"))
         urls = {}
         for name, function in functions.items():
             url = await function.get_web_url.aio()
             if url:
                 urls[name] = url
         return Deployed(app_id=app.app_id or "", urls=urls)
+
+    async def predownload(self, spec: AppSpec) -> None:
+        import modal
+
+        function = await modal.Function.from_name(spec.app_name, PREDOWNLOAD_FUNCTION).hydrate.aio()
+        await with_modal_output(function.remote.aio())
 
     async def stop(self, app_name: str) -> None:
         from modal.exception import NotFoundError
@@ -234,6 +246,14 @@ class ModalSecretProvider(_ModalProvider):
         _run(client.delete_secret(props["name"]))
 
 
+PREDOWNLOAD_FUNCTION = "download_weights"
+
+
+def predownload_key(spec: AppSpec) -> str | None:
+    """What the Volume holds after `download_weights` ran: the model at its revision (None: off)."""
+    return f"{spec.model_id}@{spec.model_revision or 'default-branch'}" if spec.predownload else None
+
+
 # What makes a deployed app out of date.
 APP_TRIGGERS = ("app_name", "spec_hash", "source_hash", "secret_version")
 
@@ -250,12 +270,18 @@ class ModalAppProvider(_ModalProvider):
                 failures.append(CheckFailure("spec", str(error)))
         return CheckResult(news, failures)
 
-    def _deploy(self, props: dict[str, Any]) -> dict[str, Any]:
+    def _deploy(self, props: dict[str, Any], olds: Mapping[str, Any] | None = None) -> dict[str, Any]:
         client = self.client()
         spec = AppSpec.from_dict(props["spec"])
         deployed = _run(client.deploy(spec))
         entry = deployed.urls.get(spec.web_functions[0])
+        # Once per model and revision, not on every redeploy: the Volume keeps what it downloaded.
+        downloaded = (olds or {}).get("predownloaded")
+        if (key := predownload_key(spec)) is not None and key != downloaded:
+            _run(client.predownload(spec))
+            downloaded = key
         return {
+            "predownloaded": downloaded,
             **_without_provider(props),
             "app_id": deployed.app_id,
             "urls": dict(deployed.urls),
@@ -272,8 +298,8 @@ class ModalAppProvider(_ModalProvider):
         replaces = ["app_name"] if "app_name" in changed else []
         return DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(self._deploy(news))
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(self._deploy(news, olds))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         client = self.client()
@@ -308,7 +334,7 @@ class ModalApp(DynamicResource, module="modal", name="App"):
     def __init__(self, name: str, spec: AppSpec, app_source_hash: str, secret_version: pulumi.Input[int],
                  opts: pulumi.ResourceOptions | None = None, *, client: ModalClient | None = None) -> None:  # fmt: skip
         props = app_inputs(spec, app_source_hash, secret_version)
-        props.update({"app_id": None, "urls": None, "url": None, "openai_base_url": None})
+        props.update({"app_id": None, "urls": None, "url": None, "openai_base_url": None, "predownloaded": None})
         super().__init__(ModalAppProvider(client), name, props, opts)
 
 

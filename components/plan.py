@@ -63,6 +63,7 @@ class OptionalFlag:
 # In the order they follow vLLM's fixed arguments.
 OPTIONAL_FLAGS = (
     OptionalFlag("--revision", "model.revision", "value"),
+    OptionalFlag("--tokenizer-revision", "model.revision", "value"),  # the tokenizer from the same commit
     OptionalFlag("--quantization", "vllm.quantization", "value"),
     OptionalFlag("--max-num-seqs", "vllm.maxNumSeqs", "number"),
     OptionalFlag("--max-num-batched-tokens", "vllm.maxNumBatchedTokens", "number"),

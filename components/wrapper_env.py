@@ -32,6 +32,8 @@ MAX_PROMPT_CHARS = "VLLM_MAX_PROMPT_CHARS"
 RATE_LIMIT_REQUESTS = "VLLM_RATE_LIMIT_REQUESTS"
 RATE_LIMIT_TOKENS = "VLLM_RATE_LIMIT_TOKENS"
 ROUTING = "VLLM_ROUTING"
+STREAM_KEEPALIVE_AFTER = "VLLM_STREAM_KEEPALIVE_AFTER"
+STREAM_KEEPALIVE_INTERVAL = "VLLM_STREAM_KEEPALIVE_INTERVAL"
 
 # The bound wrapper/settings.py puts on VLLM_MAX_RETRIES; the stack config accepts the same range.
 MAX_RETRIES_LIMIT = 20
@@ -66,6 +68,8 @@ STACK_SETTINGS = (
     Setting(RATE_LIMIT_REQUESTS, "wrapper.limits.rateLimitRequests", "int", optional=True),
     Setting(RATE_LIMIT_TOKENS, "wrapper.limits.rateLimitTokens", "int", optional=True),
     Setting(ROUTING, "wrapper.routing", "str", optional=True),
+    Setting(STREAM_KEEPALIVE_AFTER, "wrapper.streamKeepaliveAfter", "int", optional=True),
+    Setting(STREAM_KEEPALIVE_INTERVAL, "wrapper.streamKeepaliveInterval", "int", optional=True),
 )
 # Scale-to-zero on Kubernetes, with the StatefulSet's namespace and name (K8S_*) after them.
 SCALER_SETTINGS = (

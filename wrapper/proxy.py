@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .errors import APIError, normalize_error
+from .keepalive import answer_stream
 from .limits import Caps
 from .metrics import Metrics
 from .routing.prefix import chat_key, completion_key
@@ -51,6 +52,7 @@ class Proxy:
         self.upstream = upstream
         self.metrics = metrics
         self.caps = Caps.from_settings(settings)
+        self.keepalive = (settings.stream_keepalive_after, settings.stream_keepalive_interval)
 
     async def default_model(self) -> str | None:
         return self.settings.model or await self.upstream.served_model()
@@ -90,11 +92,8 @@ class Proxy:
             limit = self.settings.routing_prefix_chars
             key = chat_key(obj["messages"], limit) if required == "messages" else completion_key(obj["prompt"], limit)
         if stream:
-            resp = await self.upstream.open_stream("/" + path, raw, rid, key)
-            if resp.status != 200:
-                data = await read_and_close(resp)
-                return upstream_error(resp.status, data, resp.headers.get("Retry-After"))
-            return UpstreamStream(resp, Relay(self.metrics, route), self.metrics)
+            opening = self._open_stream(path, raw, rid, key, route)
+            return answer_stream(opening, *self.keepalive, named_errors=False)
         reply = await self.upstream.call("POST", "/" + path, raw, rid, key)
         if reply.status >= 400:
             return upstream_error(reply.status, reply.body, reply.retry_after)
@@ -104,6 +103,13 @@ class Proxy:
             except (orjson.JSONDecodeError, AttributeError):
                 pass
         return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
+
+    async def _open_stream(self, path: str, raw: bytes, rid: str | None, key: int | None, route: str) -> Response:
+        resp = await self.upstream.open_stream("/" + path, raw, rid, key)
+        if resp.status != 200:
+            data = await read_and_close(resp)
+            return upstream_error(resp.status, data, resp.headers.get("Retry-After"))
+        return UpstreamStream(resp, Relay(self.metrics, route), self.metrics)
 
     async def get(self, request: Request, path: str) -> Response:
         rid = request.scope["state"].get("request_id")

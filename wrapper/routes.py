@@ -11,6 +11,7 @@ from starlette.responses import Response
 from . import __version__
 from .chat import ChatRelay, ChatRequest, ChatResponse, simple_answer, upstream_body
 from .errors import APIError
+from .keepalive import answer_stream
 from .limits import Caps
 from .metrics import Metrics
 from .proxy import Proxy, upstream_error
@@ -167,26 +168,33 @@ def build_router(settings: Settings, upstream: Upstream, metrics: Metrics, proxy
         payload = upstream_body(body, model, default_max_tokens, settings.default_temperature)
         caps.check(payload, "messages")
         key = chat_key(payload["messages"], settings.routing_prefix_chars) if upstream.keyed else None
-        for attempt in (0, 1):
-            raw = orjson.dumps(payload)
-            if body.stream:
-                resp = await upstream.open_stream("/chat/completions", raw, rid, key)
-                if resp.status == 200:
-                    return UpstreamStream(resp, ChatRelay(metrics), metrics)
-                data = await read_and_close(resp)
-                status, retry_after = resp.status, resp.headers.get("Retry-After")
-            else:
-                reply = await upstream.call("POST", "/chat/completions", raw, rid, key)
-                if reply.status == 200:
-                    return Response(orjson.dumps(simple_answer(reply.body, metrics)), media_type="application/json")
-                status, data, retry_after = reply.status, reply.body, reply.retry_after
-            # VLLM_DEFAULT_MAX_TOKENS may exceed what the model's context leaves: then let
-            # the server use the remaining context instead of failing a request that set nothing.
-            if attempt == 0 and defaulted and status == 400 and b"max_tokens" in data:
-                payload.pop("max_tokens", None)
-                continue
-            break
-        return upstream_error(status, data, retry_after)
+
+        async def answer() -> Response:
+            for attempt in (0, 1):
+                raw = orjson.dumps(payload)
+                if body.stream:
+                    resp = await upstream.open_stream("/chat/completions", raw, rid, key)
+                    if resp.status == 200:
+                        return UpstreamStream(resp, ChatRelay(metrics), metrics)
+                    data = await read_and_close(resp)
+                    status, retry_after = resp.status, resp.headers.get("Retry-After")
+                else:
+                    reply = await upstream.call("POST", "/chat/completions", raw, rid, key)
+                    if reply.status == 200:
+                        return Response(orjson.dumps(simple_answer(reply.body, metrics)), media_type="application/json")
+                    status, data, retry_after = reply.status, reply.body, reply.retry_after
+                # VLLM_DEFAULT_MAX_TOKENS may exceed what the model's context leaves: then let
+                # the server use the remaining context instead of failing a request that set nothing.
+                if attempt == 0 and defaulted and status == 400 and b"max_tokens" in data:
+                    payload.pop("max_tokens", None)
+                    continue
+                break
+            return upstream_error(status, data, retry_after)
+
+        if body.stream:  # SSE headers and keep-alives while vLLM has not answered (wrapper/keepalive.py)
+            after, every = settings.stream_keepalive_after, settings.stream_keepalive_interval
+            return answer_stream(answer(), after, every, named_errors=True)
+        return await answer()
 
     @router.get("/health", tags=["service"], summary="Wrapper and model-server health (never waits on vLLM)")
     async def health(request: Request) -> dict:

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     keepalive_timeout: int = Field(
         default=5, ge=1, le=3600, description="idle seconds before a keep-alive connection closes"
     )
+    # Streamed requests vLLM has not answered yet (wrapper/keepalive.py): SSE headers, then comments.
+    stream_keepalive_after: float = Field(
+        default=5.0, ge=0.0, le=3600.0, description="seconds before early SSE headers (0 = never)"
+    )
+    stream_keepalive_interval: float = Field(
+        default=15.0, gt=0.0, le=3600.0, description="seconds between ': keep-alive' comments"
+    )
     # Request caps and rate limits (wrapper/limits.py); unset = no cap.
     max_n: int | None = Field(default=4, ge=1, le=1000, description="largest 'n' a request may ask for")
     max_completion_tokens: int | None = Field(default=None, ge=1, le=10_000_000, description="largest max_tokens")

@@ -52,6 +52,7 @@ def format_lines(stack: str, config: StackConfig, checked: Checked) -> list[str]
             f"  fit: {report.need_gib:.1f} GiB needed of {report.have_gib:.1f} GiB "
             f"({report.count} × {report.gpu} at {report.utilization:g}); tensor parallel {checked.tensor_parallel_size}"
         )
+    lines += [f"  warning: {w}" for w in advice(config)]
     if checked.startup_budget_seconds is not None:
         lines.append(f"  startup budget: {checked.startup_budget_seconds // 60} min")
         found = checked.violations
@@ -59,6 +60,16 @@ def format_lines(stack: str, config: StackConfig, checked: Checked) -> list[str]
         lines += [f"    {violation}" for violation in found]
     lines += [f"  warning: {warning}" for warning in checked.warnings]
     return lines
+
+
+def advice(config: StackConfig) -> list[str]:
+    """What a GPU stack should pin (warnings: the stack is valid as it is)."""
+    if config.gpu.is_cpu or config.model.revision:
+        return []
+    return [
+        f"model.revision is unset: each cold start loads whatever {config.model.id} holds that day; pin "
+        f"a commit (`model.revision: <sha>`, from https://huggingface.co/{config.model.id}/commits/main)"
+    ]
 
 
 Previous = Annotated[

@@ -6,7 +6,9 @@
                        serve_vllm (GPU, vLLM OpenAI server, scaledown_window = idle timeout)
 
 A request that arrives while the GPU side is scaled to zero is held by Modal until vLLM
-is up (its `startup_timeout`); the wrapper's VLLM_TIMEOUT covers that cold start.
+is up (its `startup_timeout`); the wrapper's VLLM_TIMEOUT covers that cold start. Modal's
+150 s limit on the client's own request is met by the wrapper's early SSE headers and
+keep-alives on streams (wrapper/keepalive.py); non-streamed clients follow Modal's 303 (README).
 """
 
 from __future__ import annotations
@@ -44,3 +46,10 @@ def serve_wrapper():
         return (await serve_vllm.get_current_stats.aio()).num_total_runners
 
     return build_wrapper_app(spec, vllm_url=serve_vllm.get_web_url(), gpu_runners=gpu_runners)
+
+
+if spec.predownload:
+
+    @app.function(**common.download_options(spec))
+    def download_weights() -> str:
+        return common.download_weights(spec)

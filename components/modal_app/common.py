@@ -79,6 +79,34 @@ def vllm_function_options(spec: AppSpec) -> dict[str, Any]:
     return options
 
 
+# Seconds the one-off download may take: 70B in bf16 is ~140 GB.
+DOWNLOAD_TIMEOUT = 3 * 3600
+# What vLLM reads from a Hugging Face repository (not `original/*.pth`, Meta's duplicate checkpoint).
+DOWNLOAD_PATTERNS = ("*.safetensors", "*.json", "*.model", "*.tiktoken", "*.txt", "*.jinja")
+
+
+def download_options(spec: AppSpec) -> dict[str, Any]:
+    """`@app.function(...)` keywords of `download_weights`: vLLM's image (for its huggingface_hub and
+    HF_HOME on the Volume), the weights Volume, the secret (HF token), no GPU."""
+    return dict(
+        image=vllm_image(spec),
+        volumes={HF_CACHE_DIR: volumes(spec)[HF_CACHE_DIR]},
+        secrets=[secret(spec)],
+        env=spec.function_env(),  # the container rebuilds the spec from it, as the GPU function does
+        timeout=DOWNLOAD_TIMEOUT,
+    )
+
+
+def download_weights(spec: AppSpec) -> str:
+    """Download the model at its revision into the Volume (Hugging Face's cache layout, which
+    vLLM's own download then finds), and commit the Volume; the snapshot's path."""
+    from huggingface_hub import snapshot_download  # type: ignore[import-not-found]  # in vLLM's image only
+
+    path = snapshot_download(spec.model_id, revision=spec.model_revision, allow_patterns=list(DOWNLOAD_PATTERNS))
+    volumes(spec)[HF_CACHE_DIR].commit()
+    return str(path)
+
+
 def start_vllm(spec: AppSpec) -> subprocess.Popen[bytes]:
     """Start vLLM's OpenAI server in the background; `@modal.web_server` waits for its port.
 

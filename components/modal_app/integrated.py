@@ -21,3 +21,10 @@ app = modal.App(spec.app_name)
 @modal.web_server(port=spec.port, startup_timeout=spec.startup_timeout)
 def serve_vllm() -> None:
     common.start_vllm(spec)
+
+
+if spec.predownload:
+
+    @app.function(**common.download_options(spec))
+    def download_weights() -> str:
+        return common.download_weights(spec)

@@ -66,6 +66,8 @@ class AppSpec:
     wrapper_env: dict[str, str] = field(default_factory=dict)
     wrapper_min_containers: int = 1
     wrapper_max_concurrent_inputs: int = 100
+    # A `download_weights` function `pulumi up` runs once after deploy (modal.predownload).
+    predownload: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -110,6 +112,12 @@ class AppSpec:
         if seconds:
             return f"{self.scaledown_window} seconds"
         return f"{minutes} minute" + ("s" if minutes != 1 else "")
+
+    @property
+    def model_revision(self) -> str | None:
+        """The pinned revision (`model.revision`, vLLM's `--revision`); None = the repository's default branch."""
+        args = list(self.vllm_args)
+        return args[args.index("--revision") + 1] if "--revision" in args else None
 
     def vllm_command(self) -> list[str]:
         """How the GPU container starts vLLM's OpenAI server (no secret on it). `vllm serve`, the
@@ -206,6 +214,7 @@ class AppSpec:
             wrapper_requirements=tuple(wrapper_requirements) if architecture == "autoscale" else (),
             wrapper_env=wrapper_env,
             wrapper_max_concurrent_inputs=modal.wrapper_max_concurrent_inputs,
+            predownload=modal.predownload,
         )
 
 

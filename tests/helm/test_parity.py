@@ -120,6 +120,8 @@ VARIANTS = {
             "maxRetries": 0,
             "timeout": "5m",
             "wakeTimeout": 0,
+            "streamKeepaliveAfter": 2,
+            "streamKeepaliveInterval": 20,
         },
         "kubernetes": {
             "releaseName": "chat",

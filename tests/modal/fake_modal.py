@@ -45,6 +45,9 @@ class RecordingModalClient:
         }
         return Deployed(app_id=f"ap-{spec.digest[:10]}", urls=urls)
 
+    async def predownload(self, spec: AppSpec) -> None:
+        self._record("predownload", app_name=spec.app_name, model=spec.model_id, revision=spec.model_revision)
+
     async def stop(self, app_name: str) -> None:
         self._record("stop", app_name=app_name)
 

@@ -244,3 +244,5 @@ def test_the_real_seam_calls_exist_in_this_modal_sdk(prod):
     _, module = prod
     assert callable(module.app.deploy.aio) and callable(module.app.stop.aio)
     assert callable(module.serve_vllm.get_web_url.aio)
+    deployed = modal.Function.from_name("vllm-llama70b", "download_weights")  # predownload()
+    assert callable(deployed.hydrate.aio) and callable(deployed.remote.aio)

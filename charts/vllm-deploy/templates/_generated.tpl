@@ -34,6 +34,10 @@ none
 - --revision
 - {{ . | quote }}
 {{- end }}
+{{- with .Values.model.revision }}
+- --tokenizer-revision
+- {{ . | quote }}
+{{- end }}
 {{- with .Values.vllm.quantization }}
 - --quantization
 - {{ . | quote }}
@@ -90,6 +94,14 @@ none
 {{- with .Values.wrapper.routing }}
 - name: VLLM_ROUTING
   value: {{ . | quote }}
+{{- end }}
+{{- with .Values.wrapper.streamKeepaliveAfter }}
+- name: VLLM_STREAM_KEEPALIVE_AFTER
+  value: {{ . | int | toString | quote }}
+{{- end }}
+{{- with .Values.wrapper.streamKeepaliveInterval }}
+- name: VLLM_STREAM_KEEPALIVE_INTERVAL
+  value: {{ . | int | toString | quote }}
 {{- end }}
 {{- end -}}
 
