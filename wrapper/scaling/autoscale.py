@@ -217,17 +217,14 @@ class Autoscaler:
         try:
             if action.kind in (Kind.UP, Kind.DOWN):
                 if action.kind is Kind.UP and obs.drain is not None:
-                    obs = await self._mark(None, obs)  # new replicas must not start out held back
+                    obs, _ = await self._mark(None, obs)  # new replicas must not start out held back
                 if await self._scale(action.to, obs):
                     self._done(action, obs.replicas)
             elif action.kind is Kind.DRAIN:
-                if obs.drain is None or _ordinal(obs.drain) != action.to:
-                    await self._mark(str(action.to), obs)
+                if (await self._mark(str(action.to), obs))[1]:
                     self._done(action, obs.replicas)
-            elif obs.drain is not None:  # UNDRAIN / CLEAR
-                await self._mark(None, obs)
-                if action.kind is Kind.UNDRAIN:
-                    self._done(action, obs.replicas)
+            elif (await self._mark(None, obs))[1] and action.kind is Kind.UNDRAIN:  # UNDRAIN / CLEAR
+                self._done(action, obs.replicas)
         except KubeError as exc:
             self._api_error(action.kind.value, exc)
 
@@ -254,15 +251,16 @@ class Autoscaler:
                 obs = self.obs = await self.api.read()
         return False
 
-    async def _mark(self, value: str | None, obs: Observation) -> Observation:
+    async def _mark(self, value: str | None, obs: Observation) -> tuple[Observation, bool]:
+        """Set (or with None remove) the drain mark, CAS on the Lease; True when this replica wrote it."""
         for _ in range(CONFLICT_RETRIES):
             if obs.drain == value:
-                return obs
+                return obs, False  # already so (another wrapper replica was first)
             try:
-                return await self.api.annotate(DRAIN_ANNOTATION, value, obs.activity_version)
+                return await self.api.annotate(DRAIN_ANNOTATION, value, obs.activity_version), True
             except Conflict:
                 obs = self.obs = await self.api.read()
-        return obs
+        return obs, False
 
     def _api_error(self, op: str, exc: KubeError) -> None:
         self.metrics.api_errors.labels(op, str(exc.status)).inc()
