@@ -121,3 +121,13 @@ def test_the_chart_refuses_a_range_instead_of_deploying_a_fixed_count() -> None:
     config = parse_stack_config(stack({"replicas": {"min": 0, "max": 3}}), require_secrets=False)
     with pytest.raises(ValueError, match="the Helm chart takes a fixed replica count"):
         helm_values(config)
+
+
+def test_the_cost_estimate_bills_max_replicas_always_on_and_min_kept_warm() -> None:
+    from components.cost import estimate
+
+    ranged = parse_stack_config(stack({"replicas": {"min": 1, "max": 3}}, idleTimeout="never"), require_secrets=False)
+    one = parse_stack_config(stack({"replicas": 1}, idleTimeout="never"), require_secrets=False)
+    r, o = estimate(ranged, "dev"), estimate(one, "dev")
+    assert r.replicas == 3 and o.replicas == 1  # the worst case: every replica up all month
+    assert any("vllm.replicas.min 1 keeps 1 of 3 GPU container(s) warm" in n for n in r.notes)
