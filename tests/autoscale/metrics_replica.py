@@ -22,7 +22,7 @@ class MetricsReplica:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    async def _metrics(self, request: web.Request) -> web.Response:
+    async def _serve_metrics(self, request: web.Request) -> web.Response:
         self.scrapes += 1
         text = (
             "# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
@@ -39,7 +39,7 @@ class MetricsReplica:
 
     async def start(self) -> MetricsReplica:
         app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/metrics", self._serve_metrics)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
