@@ -136,9 +136,25 @@ class ResourceBounds(Section):
     limits: Resources
 
 
+class AutoscaleConfig(Section):
+    """Set from `vllm.replicas: {min, max}` (an integer keeps a fixed count); see wrapper/scaling/README.md."""
+
+    min_replicas: int = Field(ge=0)
+    max_replicas: int = Field(ge=1)
+    # Requests running + waiting per ready vLLM replica (from each replica's /metrics) to aim for.
+    target_in_flight: float = Field(default=8, gt=0)
+    # Demand must stay above the target this long before a scale-up (spikes shorter are ignored).
+    window: Seconds = 10
+    # Demand must stay below it this long before ONE replica is drained and removed.
+    scale_down_delay: Seconds = 300
+
+
 class VllmConfig(Section):
     image: str = "vllm/vllm-openai:v0.32.0"
+    # The replicas the StatefulSet starts with and a wake restores; `{min, max}` in the stack file
+    # becomes max(min, 1) here and `autoscale` holds the range.
     replicas: int = Field(default=1, ge=1)
+    autoscale: AutoscaleConfig | None = None
     max_model_len: int = Field(default=8192, ge=128)
     gpu_memory_utilization: float = Field(default=0.90, gt=0.1, le=0.99)
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
@@ -163,6 +179,11 @@ class VllmConfig(Section):
         if "@sha256:" not in value and (":" not in tag or tag.endswith(":latest")):
             raise ValueError(f"{value!r} is not pinned; give a version tag or a digest, never latest")
         return value
+
+    @property
+    def max_replicas(self) -> int:
+        """The most replicas that can run (what the router's URL list and the cost's worst case cover)."""
+        return self.autoscale.max_replicas if self.autoscale else self.replicas
 
     @field_validator("extra_args")
     @classmethod
@@ -320,6 +341,45 @@ class StackConfig(Section):
         return self.idle_timeout > 0
 
     @property
+    def autoscales(self) -> bool:
+        return self.vllm.autoscale is not None
+
+    @property
+    def wrapper_scales_vllm(self) -> bool:
+        """The wrapper owns vLLM's replica count (scale-to-zero, autoscaling, or both)."""
+        return self.scales_to_zero or self.autoscales
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replica_range(cls, data: Any) -> Any:
+        """`vllm.replicas: {min, max}` → `replicas: max(min, 1)` and `autoscale.{min,max}Replicas`."""
+        vllm = data.get("vllm") if isinstance(data, dict) else None
+        if not isinstance(vllm, dict):
+            return data
+        r, autoscale = vllm.get("replicas"), vllm.get("autoscale")
+        if not isinstance(r, dict):
+            if autoscale is not None:
+                raise ValueError(
+                    "vllm.autoscale: applies only with vllm.replicas: {min, max}; set a range, or remove vllm.autoscale"
+                )
+            return data
+        problems = [f"vllm.replicas.{k}: unknown key; use min and max" for k in r if k not in ("min", "max")]
+        for k, least in (("min", 0), ("max", 1)):
+            v = r.get(k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                problems.append(f"vllm.replicas.{k}: required, a whole number >= {least} (got {v!r})")
+        if not problems and r["max"] < r["min"]:
+            problems.append(
+                f"vllm.replicas.max: {r['max']} is below vllm.replicas.min {r['min']}; raise max or lower min"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        if autoscale is not None and not isinstance(autoscale, dict):
+            return data  # the section's own validation names the key
+        ranged = {**(autoscale or {}), "minReplicas": r["min"], "maxReplicas": r["max"]}
+        return {**data, "vllm": {**vllm, "replicas": max(r["min"], 1), "autoscale": ranged}}
+
+    @property
     def fit(self) -> FitReport | None:
         return check_fit(self)
 
@@ -338,6 +398,29 @@ class StackConfig(Section):
         report = check_fit(self)
         if report is not None and not report.fits:
             problems.append(("gpu.count", report.explain()))
+        if (a := self.vllm.autoscale) is not None:
+            if self.target != "kubernetes":
+                problems.append(
+                    (
+                        "vllm.replicas",
+                        "{min, max} autoscales on Kubernetes; on Modal set modal.minContainers/maxContainers",
+                    )
+                )
+            elif a.min_replicas == 0 and not self.scales_to_zero:
+                problems.append(
+                    ("vllm.replicas.min", "0 scales to zero, which needs an idleTimeout (e.g. 15m); or use min: 1")
+                )
+            elif a.min_replicas >= 1 and self.scales_to_zero:
+                problems.append(
+                    (
+                        "idleTimeout",
+                        f"scales to zero, below vllm.replicas.min {a.min_replicas}; use min: 0, or idleTimeout: never",
+                    )
+                )
+            if not 0 < a.window <= 15:
+                problems.append(
+                    ("vllm.autoscale.window", "1 s … 15 s: a scale-up is decided within 15 s of sustained demand")
+                )
         if self.target == "modal":
             if self.gpu.is_cpu:
                 problems.append(("gpu.type", "Modal runs vLLM on GPUs; pick a GPU type, not 'none'"))

@@ -280,7 +280,7 @@ def estimate(
     notes: list[str] = []
     target = target_of(config)
     provider = provider or config.cost.provider or table["default_provider"]
-    count, replicas = (1 if config.gpu.is_cpu else config.gpu.count), config.vllm.replicas
+    count, replicas = (1 if config.gpu.is_cpu else config.gpu.count), config.vllm.max_replicas
 
     if quoted:
         price, entry = quoted_price(quoted, table)

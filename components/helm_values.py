@@ -44,6 +44,10 @@ def helm_values(config: StackConfig, secrets: SecretsMode = "existing") -> dict[
     """The values file that reproduces `config` (a Kubernetes stack) with the chart."""
     if config.target != "kubernetes":
         raise ValueError(f"the Helm chart deploys to Kubernetes; this stack targets {config.target}")
+    if config.autoscales:  # the chart's templates do not carry the autoscaler's settings yet
+        raise ValueError(
+            "vllm.replicas: the Helm chart takes a fixed replica count; a {min, max} range deploys with `pulumi up`"
+        )
     n, plan = manifests.names(config), serving_plan(config)
     vllm = _dump(config.vllm) | {
         "gpuMemoryUtilization": _g(config.vllm.gpu_memory_utilization),

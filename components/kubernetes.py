@@ -90,8 +90,8 @@ def rollout_timeouts(config: StackConfig) -> pulumi.CustomTimeouts:
 
 
 def statefulset_ignored_fields(config: StackConfig) -> list[str]:
-    # With an idle timeout the wrapper owns the replica count; `pulumi up` must not undo it.
-    return ["spec.replicas"] if config.scales_to_zero else []
+    # With an idle timeout or a replica range the wrapper owns the count; `pulumi up` must not undo it.
+    return ["spec.replicas"] if config.wrapper_scales_vllm else []
 
 
 class VllmServer(pulumi.ComponentResource):

@@ -327,7 +327,7 @@ def vllm_statefulset(config: StackConfig, plan: ServingPlan, secret_digest: Any 
             )
             # Always on, the stack owns spec.replicas again: force the apply over the field manager
             # a scaler's /scale PATCH left on it (pulumi-kubernetes await.go patchForce).
-            | ({} if plan.scales_to_zero else {PATCH_FORCE: "true"}),
+            | ({} if plan.wrapper_scales else {PATCH_FORCE: "true"}),
         ),
         "spec": {
             "serviceName": n.headless,
@@ -395,13 +395,14 @@ def vllm_network_policy(config: StackConfig) -> Manifest:
 
 def wrapper_env(config: StackConfig, plan: ServingPlan) -> list[Manifest]:
     n = names(config)
-    plain = plan.wrapper.environment(base_url=n.vllm_urls(config.vllm.replicas), listen=True)
+    # Every replica that can exist: a pod not created yet has no DNS record and is routed around.
+    plain = plan.wrapper.environment(base_url=n.vllm_urls(config.vllm.max_replicas), listen=True)
     env = [{"name": name, "value": value} for name, value in plain.items()]
     env += [
         _secret_env(API_KEY, n.secret, SECRET_ENV["vllmApiKey"]),
         _secret_env(WRAPPER_API_KEY, n.secret, SECRET_ENV["wrapperApiKey"], optional=True),
     ]
-    if plan.scales_to_zero:
+    if plan.wrapper_scales:
         scaler = plan.wrapper.scaler_environment(n.namespace, n.vllm)
         env += [{"name": name, "value": value} for name, value in scaler.items()]
     return env
@@ -442,12 +443,12 @@ def wrapper_deployment(config: StackConfig, plan: ServingPlan, secret_digest: An
             }
         ],
     }
-    if plan.scales_to_zero:
+    if plan.wrapper_scales:
         pod_spec["serviceAccountName"] = n.scaler
     else:
         pod_spec["automountServiceAccountToken"] = False
     skips = _image_skips(w.image)
-    if plan.scales_to_zero:
+    if plan.wrapper_scales:
         skips["CKV_K8S_38"] = "the wrapper scales the vLLM StatefulSet through the API server"
     return {
         "apiVersion": "apps/v1",
@@ -588,7 +589,7 @@ def build(
             wrapper_pdb(config),
             wrapper_network_policy(config),
         ],
-        scaler=scaler_rbac(config) if plan.scales_to_zero else [],
+        scaler=scaler_rbac(config) if plan.wrapper_scales else [],
         monitoring=observability.build(config.observability, observability.release_of(config)),
     )
 

@@ -95,6 +95,8 @@ class WrapperPlan:
     # `wrapper_env.STACK_SETTINGS` and `SCALER_SETTINGS`: variable → value, as the stack sets them.
     settings: dict[str, str]
     scaler_settings: dict[str, str]
+    # `wrapper_env.AUTOSCALE_SETTINGS` when vllm.replicas is a {min, max} range, else empty.
+    autoscale_settings: dict[str, str]
     # Where vLLM can scale to zero (Modal), a request may wait for a cold start before its own
     # timeout starts: the wrapper's timeout then covers the longer of the wake wait and the start.
     timeout_through_cold_start: int
@@ -118,8 +120,12 @@ class WrapperPlan:
         return env
 
     def scaler_environment(self, namespace: str, statefulset: str) -> dict[str, str]:
-        """Scale-to-zero on Kubernetes: the wrapper scales this StatefulSet (only with an idle timeout)."""
-        return self.scaler_settings | {wrapper_env.K8S_NAMESPACE: namespace, wrapper_env.K8S_STATEFULSET: statefulset}
+        """The wrapper scales this StatefulSet (with an idle timeout, a replica range, or both)."""
+        return (
+            self.scaler_settings
+            | {wrapper_env.K8S_NAMESPACE: namespace, wrapper_env.K8S_STATEFULSET: statefulset}
+            | self.autoscale_settings
+        )
 
 
 @dataclass(frozen=True)
@@ -143,10 +149,16 @@ class ServingPlan:
     idle_timeout: int
     wrapper: WrapperPlan
     secrets: tuple[SecretKey, ...] = SECRETS
+    autoscales: bool = False  # vllm.replicas is a {min, max} range
 
     @property
     def scales_to_zero(self) -> bool:
         return self.idle_timeout > 0
+
+    @property
+    def wrapper_scales(self) -> bool:
+        """The wrapper owns the replica count: it gets the scaler's service account, Role and settings."""
+        return self.scales_to_zero or self.autoscales
 
     @property
     def await_budget_seconds(self) -> int:
@@ -226,6 +238,11 @@ def serving_plan(config: StackConfig) -> ServingPlan:
             if (value := _at(stack, s.key)) is not None or not s.optional
         },
         scaler_settings={s.variable: s.format(_at(stack, s.key)) for s in wrapper_env.SCALER_SETTINGS},
+        autoscale_settings=(
+            {s.variable: s.format(_at(stack, s.key)) for s in wrapper_env.AUTOSCALE_SETTINGS}
+            if config.autoscales
+            else {}
+        ),
         timeout_through_cold_start=w.timeout + max(w.wake_timeout, budget),
     )
     return ServingPlan(
@@ -242,4 +259,5 @@ def serving_plan(config: StackConfig) -> ServingPlan:
         cache_size=cache_size(config),
         idle_timeout=config.idle_timeout,
         wrapper=wrapper,
+        autoscales=config.autoscales,
     )

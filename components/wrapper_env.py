@@ -34,6 +34,12 @@ RATE_LIMIT_TOKENS = "VLLM_RATE_LIMIT_TOKENS"
 ROUTING = "VLLM_ROUTING"
 STREAM_KEEPALIVE_AFTER = "VLLM_STREAM_KEEPALIVE_AFTER"
 STREAM_KEEPALIVE_INTERVAL = "VLLM_STREAM_KEEPALIVE_INTERVAL"
+AUTOSCALE_MIN = "VLLM_AUTOSCALE_MIN"
+AUTOSCALE_MAX = "VLLM_AUTOSCALE_MAX"
+AUTOSCALE_TARGET_IN_FLIGHT = "VLLM_AUTOSCALE_TARGET_IN_FLIGHT"
+AUTOSCALE_WINDOW = "VLLM_AUTOSCALE_WINDOW"
+AUTOSCALE_SCALE_DOWN_DELAY = "VLLM_AUTOSCALE_SCALE_DOWN_DELAY"
+AUTOSCALE_DRAIN_TIMEOUT = "VLLM_AUTOSCALE_DRAIN_TIMEOUT"
 
 # The bound wrapper/settings.py puts on VLLM_MAX_RETRIES; the stack config accepts the same range.
 MAX_RETRIES_LIMIT = 20
@@ -76,4 +82,13 @@ SCALER_SETTINGS = (
     Setting(IDLE_TIMEOUT, "idleTimeout", "int"),
     Setting(WAKE_TIMEOUT, "wrapper.wakeTimeout", "int"),
     Setting(K8S_REPLICAS, "vllm.replicas", "int"),  # what a wake from zero brings back
+)
+# Autoscaling between vllm.replicas {min, max} (Kubernetes; with the K8S_* names, only when a range is set).
+AUTOSCALE_SETTINGS = (
+    Setting(AUTOSCALE_MIN, "vllm.autoscale.minReplicas", "int"),
+    Setting(AUTOSCALE_MAX, "vllm.autoscale.maxReplicas", "int"),
+    Setting(AUTOSCALE_TARGET_IN_FLIGHT, "vllm.autoscale.targetInFlight", "float"),
+    Setting(AUTOSCALE_WINDOW, "vllm.autoscale.window", "int"),
+    Setting(AUTOSCALE_SCALE_DOWN_DELAY, "vllm.autoscale.scaleDownDelay", "int"),
+    Setting(AUTOSCALE_DRAIN_TIMEOUT, "vllm.shutdownTimeout", "int"),  # vLLM drains the rest on SIGTERM
 )

@@ -48,15 +48,24 @@ def create_app(settings: Settings | None = None) -> GatewayMiddleware:
 
         scaler = build_scaler(settings, metrics.registry, probe=upstream.probe, busy=busy)
         upstream.gate = scaler.admit
+    autoscaler = None
+    if settings.autoscale_max > 0:  # min..max replicas on vLLM's own load; imported only when configured
+        from .scaling import build_autoscaler
+
+        autoscaler = build_autoscaler(settings, upstream.router, metrics.registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await upstream.start()
         if scaler is not None:
             await scaler.start()
+        if autoscaler is not None:
+            await autoscaler.start()
         try:
             yield
         finally:
+            if autoscaler is not None:
+                await autoscaler.stop()
             if scaler is not None:
                 await scaler.stop()
             await upstream.close()
@@ -74,6 +83,7 @@ def create_app(settings: Settings | None = None) -> GatewayMiddleware:
     app.state.upstream = upstream
     app.state.metrics = metrics
     app.state.scaler = scaler
+    app.state.autoscaler = autoscaler
     proxy = Proxy(settings, upstream, metrics)
     app.include_router(build_router(settings, upstream, metrics, proxy))
 

@@ -214,6 +214,9 @@ def build_router(settings: Settings, upstream: Upstream, metrics: Metrics, proxy
         if scaler is not None:  # scaled_to_zero | waking | ready (unknown until the first API read)
             out["scale_state"] = scaler.state.value
             out["idle_timeout"] = settings.idle_timeout
+        autoscaler = getattr(request.app.state, "autoscaler", None)
+        if autoscaler is not None:  # desired vs ready replicas, the signal, recent scale events
+            out["autoscale"] = autoscaler.report()
         if upstream.keyed or len(upstream.router.pool.members) > 1 or upstream.router.discovery is not None:
             out["routing"] = upstream.router.policy.name
             out["replicas"] = replica_report(upstream.router)

@@ -92,6 +92,22 @@ class Settings(BaseSettings):
     k8s_replicas: int = Field(
         default=1, ge=1, le=1000, description="vLLM replicas a wake from zero restores (vllm.replicas)"
     )
+    # Autoscaling between min and max replicas (wrapper/scaling/autoscale.py): off unless
+    # VLLM_AUTOSCALE_MAX > 0. VLLM_BASE_URL then lists each replica by ordinal (pod -0, -1, ...).
+    autoscale_min: int = Field(default=1, ge=0, le=1000, description="replicas kept while vLLM is up (0: idle timeout)")
+    autoscale_max: int = Field(default=0, ge=0, le=1000, description="replicas at most; 0 = autoscaling off")
+    autoscale_target_in_flight: float = Field(
+        default=8.0, gt=0.0, le=100_000.0, description="running + waiting requests per ready replica to aim for"
+    )
+    autoscale_window: float = Field(
+        default=10.0, ge=0.0, le=3600.0, description="seconds demand must stay above the target before a scale-up"
+    )
+    autoscale_scale_down_delay: float = Field(
+        default=300.0, ge=0.0, le=86_400.0, description="seconds of low demand before removing one replica"
+    )
+    autoscale_drain_timeout: float = Field(
+        default=30.0, ge=0.0, le=3600.0, description="longest wait for a replica to drain (vllm.shutdownTimeout)"
+    )
     # Several vLLM replicas (wrapper/routing): how to pick one, and how to find them.
     routing: Literal["prefix", "least-load", "round-robin"] | None = Field(
         default=None, description="routing policy; unset = prefix with several replicas"
@@ -176,6 +192,25 @@ class Settings(BaseSettings):
             raise ValueError("must be a Kubernetes name (lowercase letters, digits, '-', at most 63)")
         if v is None and info.field_name == "k8s_statefulset" and (info.data.get("idle_timeout") or 0) > 0:
             raise ValueError("required when VLLM_IDLE_TIMEOUT > 0 (the vLLM StatefulSet to scale)")
+        return v
+
+    @field_validator("autoscale_max")
+    @classmethod
+    def _autoscale(cls, v: int, info: ValidationInfo) -> int:
+        if v <= 0:
+            return 0
+        lowest = info.data.get("autoscale_min", 1)
+        if lowest > v:
+            raise ValueError(f"must be >= VLLM_AUTOSCALE_MIN ({lowest})")
+        if not info.data.get("k8s_statefulset"):
+            raise ValueError("needs VLLM_K8S_STATEFULSET (the vLLM StatefulSet to scale)")
+        urls = str(info.data.get("base_url") or "").split(",")
+        if len(urls) < v:
+            raise ValueError(f"needs VLLM_BASE_URL to list {v} replicas by ordinal (it lists {len(urls)})")
+        if lowest == 0 and not (info.data.get("idle_timeout") or 0) > 0:
+            raise ValueError(
+                "VLLM_AUTOSCALE_MIN=0 needs VLLM_IDLE_TIMEOUT > 0 (the idle timeout takes the last replica)"
+            )
         return v
 
     @field_validator("modal_secret")

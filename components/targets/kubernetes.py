@@ -35,10 +35,13 @@ class Kubernetes:
         return WrapperService(n.namespace, n.wrapper, config.wrapper.port, config.kubernetes.context)
 
     def kept_warm(self, config: StackConfig) -> KeptWarm | None:
+        a = config.vllm.autoscale
+        if a is not None and a.min_replicas > 0:  # autoscaling never goes below min
+            return KeptWarm(f"vllm.replicas.min {a.min_replicas}", a.min_replicas)
         return None  # the idle timeout scales vLLM to zero replicas, every one of them
 
     def cost_bounds(self, config: StackConfig) -> CostBounds | None:
-        return None  # vllm.replicas is fixed: the always-on column is the worst case
+        return None  # vllm.replicas (a range's max) all day: the always-on column is the worst case
 
 
 TARGET = Kubernetes()

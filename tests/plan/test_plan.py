@@ -23,7 +23,7 @@ CONTRACT = {value for value in vars(wrapper_env).values() if isinstance(value, s
 def test_every_wrapper_variable_a_target_sets_is_a_setting_the_wrapper_reads():
     """wrapper/settings.py reads `VLLM_<FIELD>` (env_prefix VLLM_, case-insensitive)."""
     fields = {f"VLLM_{name.upper()}" for name in Settings.model_fields}
-    assert len(CONTRACT) == 24 and CONTRACT <= fields
+    assert len(CONTRACT) == 30 and CONTRACT <= fields
     # The secret keys the wrapper reads are the Secret's keys.
     assert {wrapper_env.API_KEY, wrapper_env.WRAPPER_API_KEY} <= {key.env for key in SECRETS}
 

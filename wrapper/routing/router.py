@@ -32,6 +32,9 @@ class Router:
         self.decisions: dict[str, int] = {}
         self.discovery: EndpointSliceDiscovery | None = None  # a started watcher, stopped with the router
         self._prober: asyncio.Task[None] | None = None
+        # The autoscaler's hook (wrapper/scaling/autoscale.py): names of replicas that take no new
+        # requests (being drained before a scale-down, or not up yet); used only when nothing else is left.
+        self.held_back: frozenset[str] = frozenset()
 
     # -- the hot path ------------------------------------------------------------------------
     def pick(self, key: int | None, tried: Sequence[Backend] = ()) -> Backend | None:
@@ -41,7 +44,7 @@ class Router:
         if len(members) == 1 and not tried:  # one backend: no choice to make, nothing to count
             b = members[0]
         else:
-            candidates = self.pool.candidates(tried)
+            candidates = self._candidates(tried)
             if not candidates:
                 return None
             b, decision = self.policy.choose(key, candidates)
@@ -51,6 +54,14 @@ class Router:
         b.in_flight += 1
         b.requests += 1
         return b
+
+    def _candidates(self, tried: Sequence[Backend]) -> list[Backend]:
+        if self.held_back:
+            held = [b for b in self.pool.members if b.name in self.held_back]
+            if held:
+                # A replica held back takes a request only when every other one was tried.
+                return self.pool.candidates((*tried, *held)) or self.pool.candidates(tried)
+        return self.pool.candidates(tried)
 
     def answered(self, b: Backend) -> None:
         if b.failures:

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
+from .autoscale_policy import DRAIN_ANNOTATION
 from .policy import Observation
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -66,7 +67,7 @@ class StatefulSetAPI(Protocol):
 
     async def read(self) -> Observation: ...
 
-    async def annotate(self, key: str, value: str, resource_version: str | None) -> Observation: ...
+    async def annotate(self, key: str, value: str | None, resource_version: str | None) -> Observation: ...
 
     async def scale(self, replicas: int, resource_version: str | None) -> int: ...
 
@@ -86,6 +87,7 @@ def observation(sts: dict[str, Any], lease: dict[str, Any], annotation: str) -> 
         activity=(lease_meta.get("annotations") or {}).get(annotation),
         resource_version=str(meta.get("resourceVersion") or ""),
         activity_version=str(lease_meta.get("resourceVersion") or ""),
+        drain=(lease_meta.get("annotations") or {}).get(DRAIN_ANNOTATION),
     )
 
 
@@ -225,10 +227,11 @@ class StatefulSetClient(APIClient):
         sts = await self._call("GET", self.url)
         return observation(sts, await self._call("GET", self.lease_url), self.annotation)
 
-    async def annotate(self, key: str, value: str, resource_version: str | None) -> Observation:
-        """Write ``key: value`` on the Lease; ``resource_version`` is the Lease's (a precondition).
+    async def annotate(self, key: str, value: str | None, resource_version: str | None) -> Observation:
+        """Write ``key: value`` on the Lease (``None`` removes the key, as a merge patch does);
+        ``resource_version`` is the Lease's (a precondition).
         Reads the StatefulSet after the write, so a caller learns of a scale-down made meanwhile."""
-        meta: dict[str, Any] = {"annotations": {key: value}}
+        meta: dict[str, Any] = {"annotations": {key: value}}  # JSON null deletes (RFC 7386)
         if resource_version:
             meta["resourceVersion"] = resource_version
         lease = await self._call("PATCH", self.lease_url, {"metadata": meta})

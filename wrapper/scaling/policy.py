@@ -65,6 +65,7 @@ class Observation:
     activity: str | None  # the raw annotation value (on the activity Lease)
     resource_version: str  # the StatefulSet's: the precondition of a /scale patch
     activity_version: str = ""  # the activity Lease's: the precondition of an activity write
+    drain: str | None = None  # the drain mark on the Lease (autoscale: ordinals >= it take no new requests)
 
     @property
     def state(self) -> ScaleState:
