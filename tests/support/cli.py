@@ -11,7 +11,9 @@ what the command wrote to stdout and stderr, so a test reads it the same either 
 
 What the process would have that this has not: its own environment (``env`` is applied to
 ``os.environ`` for the call and undone after; ``None`` unsets a variable), its own working
-directory (``cwd``, changed for the call), and a fresh module state. An exception the command
+directory (``cwd``, changed for the call; but what is read at import, such as the default
+``--stacks-dir`` from the directory the process starts in, follows the test process's
+directory: tests/infra/test_where_you_stand.py runs the console script), and a fresh module state. An exception the command
 does not handle is raised into the test (the process would print the traceback and exit 1), so it
 fails loudly either way. Tests whose point is the process itself (a signal, the installed entry
 point, `make` calling it) keep running it as a subprocess.
