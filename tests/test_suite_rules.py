@@ -38,6 +38,19 @@ def test_a_test_without_the_vllm_marker_cannot_start_vllm(request: pytest.Fixtur
     assert not server.is_running()
 
 
+def test_checkov_is_reached_only_through_the_checkov_bin_fixture() -> None:
+    """The fixture marks its tests `checkov`; a test that finds the binary itself would run under test-fast."""
+    direct = re.compile(r"""["']bin["']\s*/\s*["']checkov["']""")
+    found = [
+        f"{p.relative_to(TESTS)}:{n}"
+        for p in _test_sources()
+        if p != TESTS / "conftest.py"
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if direct.search(line)
+    ]
+    assert found == []
+
+
 def test_temp_files_home_and_caches_point_into_pytests_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
     base = tmp_path_factory.getbasetemp().resolve()
     for name in ("TMPDIR", "HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"):
