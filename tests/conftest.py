@@ -3,7 +3,9 @@
 Markers are derived from what a test uses, so nobody has to remember them: a test that needs a
 fixture in ``VLLM_FIXTURES`` gets ``vllm``, one that needs ``CHECKOV_FIXTURES`` gets ``checkov``
 (``make test-fast`` deselects both). A test that starts its own ``VllmServer`` requests the
-``vllm_venv_installed`` fixture, which marks it too.
+``vllm_venv_installed`` fixture, which marks it too; a ``VllmServer`` started from a test (or a
+fixture it set up) without the marker raises at once, naming the test, instead of quietly making
+the fast tier start vLLM.
 
 Files: for the whole session ``TMPDIR``, ``HOME`` and the XDG directories point into pytest's own
 temp dir, so whatever a test or a process it starts writes through ``tempfile`` or into a home
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import real_vllm
 from tests.support.vllm_fixture import require_vllm_venv
 
 VLLM_FIXTURES = frozenset({"real_vllm", "slow_vllm", "vllm_venv_installed"})
@@ -36,6 +39,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.vllm)
         if used & CHECKOV_FIXTURES:
             item.add_marker(pytest.mark.checkov)
+
+
+_running: list[pytest.Item] = []  # the test whose setup, call or teardown runs now
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[object]:
+    _running.append(item)
+    try:
+        return (yield)
+    finally:
+        _running.remove(item)
+
+
+def _refuse_vllm_in_an_unmarked_test() -> None:
+    for item in _running:
+        if item.get_closest_marker("vllm") is None:
+            raise RuntimeError(
+                f"{item.nodeid} starts a real vLLM but has no `vllm` marker: have the test or its "
+                "fixture request `vllm_venv_installed` (tests/conftest.py)"
+            )
+
+
+real_vllm.START_CHECKS.append(_refuse_vllm_in_an_unmarked_test)
 
 
 @pytest.fixture(scope="session", autouse=True)

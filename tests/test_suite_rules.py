@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import CHECKOV_FIXTURES, VLLM_FIXTURES
 from tests.support.ports import free_port
 from tests.support.processes import ServerProcess
+from tests.support.real_vllm import VllmServer
 
 TESTS = Path(__file__).resolve().parent
 
@@ -27,6 +28,27 @@ def test_every_collected_test_that_needs_vllm_or_checkov_carries_its_marker(requ
         marks = {m.name for m in item.iter_markers()}
         assert not (used & VLLM_FIXTURES) or "vllm" in marks, item.nodeid
         assert not (used & CHECKOV_FIXTURES) or "checkov" in marks, item.nodeid
+
+
+def test_a_test_without_the_vllm_marker_cannot_start_vllm(request: pytest.FixtureRequest) -> None:
+    """So `make test-fast` never starts vLLM, even through a fixture that forgot to mark its tests."""
+    server = VllmServer("fast")
+    with pytest.raises(RuntimeError, match=re.escape(request.node.nodeid) + ".*vllm_venv_installed"):
+        server.start()
+    assert not server.is_running()
+
+
+def test_checkov_is_reached_only_through_the_checkov_bin_fixture() -> None:
+    """The fixture marks its tests `checkov`; a test that finds the binary itself would run under test-fast."""
+    direct = re.compile(r"""["']bin["']\s*/\s*["']checkov["']""")
+    found = [
+        f"{p.relative_to(TESTS)}:{n}"
+        for p in _test_sources()
+        if p != TESTS / "conftest.py"
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if direct.search(line)
+    ]
+    assert found == []
 
 
 def test_temp_files_home_and_caches_point_into_pytests_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -1,21 +1,30 @@
-"""`vllm-deploy render` and `check`, run as a user runs them: the installed console script."""
+"""`vllm-deploy render` and `check`, as a user runs them: the installed console script, or the same
+command in-process (tests/support/cli.py), which the first tests hold to the same answers."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from components import manifests
 from components.stackfile import load_stack
+from tests.support.cli import CONSOLE_SCRIPT, vllm_deploy
 
-CLI = str(Path(sys.executable).parent / "vllm-deploy")
+run_cli = vllm_deploy  # in-process; the next test holds it to the console script's answers
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("args", [("render", "prod"), ("check", "dev"), ("render", "staging"), ("--help",)])
+def test_the_console_script_and_the_in_process_command_answer_alike(args: tuple[str, ...]) -> None:
+    process = subprocess.run([str(CONSOLE_SCRIPT), *args], capture_output=True, text=True, timeout=120)
+    in_process = run_cli(*args)
+    assert (in_process.returncode, in_process.stdout, in_process.stderr) == (
+        process.returncode,
+        process.stdout,
+        process.stderr,
+    )
 
 
 def test_render_prints_the_objects_pulumi_up_creates_as_multi_document_yaml() -> None:

@@ -23,7 +23,6 @@ import yaml
 from benchmarks.dashboard_png import render
 from components.observability import RULES_FILE, dashboard_model, dashboard_queries
 from tests.observability.live import NAMESPACE, LiveStack
-from tests.support.vllm_fixture import require_vllm_venv
 
 # Vector selectors of the metrics the rules read (not label values, not function names).
 SELECTOR = re.compile(r'(?<![\w:"])(up|vllm:[a-z_]+|vllm_wrapper_[a-z_]+)(\{[^}]*\})?')
@@ -31,8 +30,7 @@ LABEL_VALUES = re.compile(r"^label_values\((.+),\s*(\w+)\)$")
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
-    require_vllm_venv()
+def live(tmp_path_factory: pytest.TempPathFactory, vllm_venv_installed: None) -> Iterator[LiveStack]:
     with LiveStack(tmp_path_factory.mktemp("live")) as stack:
         yield stack
 

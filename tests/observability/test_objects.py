@@ -22,7 +22,6 @@ from tests.helm.chart import differences, identity, normalise, render_stack
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-CHECKOV = Path(os.environ.get("CHECKOV_VENV", ROOT / ".venv-checkov")) / "bin" / "checkov"
 KUBERNETES_VERSIONS = ("1.36.0", "1.37.0")
 CRD_KINDS = {"PodMonitor": "podmonitor-v1.json", "PrometheusRule": "prometheusrule-v1.json"}
 
@@ -188,14 +187,13 @@ def test_the_chart_declares_the_same_objects(chart, config_name: str, stack: str
     assert differences(normalise([o for o in rendered if identity(o) not in wanted]), others) == []
 
 
-def test_checkov_passes_the_objects(tmp_path: Path) -> None:
-    assert CHECKOV.exists(), "run `bash .ci/install-checkov` (make test does)"
+def test_checkov_passes_the_objects(tmp_path: Path, checkov_bin: Path) -> None:  # the fixture marks it `checkov`
     config = load_stack("dev")
     for name, obs in CONFIGS.items():
         objs = manifests.build(config).all() + observability.build(obs, observability.release_of(config))
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump_all(objs))
     result = subprocess.run(
-        [str(CHECKOV), "-d", str(tmp_path), "--framework", "kubernetes", "--skip-download", "-o", "json"],
+        [str(checkov_bin), "-d", str(tmp_path), "--framework", "kubernetes", "--skip-download", "-o", "json"],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true", "BC_SKIP_MAPPING": "TRUE"},
     )

@@ -20,6 +20,7 @@ from tests.preflight.conftest import (
     Preflight,
     by_name,
     eks_karpenter_cluster,
+    gke_cluster,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,6 +95,18 @@ def test_every_check_passes_on_a_ready_gke_gpu_cluster(preflight: Preflight) -> 
     # Honest about what it cannot know: no registry was asked.
     assert "contacts no registry" in checks["image"]["detail"]
     assert_read_only(preflight.calls())
+
+
+@pytest.mark.parametrize("cluster", [gke_cluster, eks_karpenter_cluster], ids=["passes", "fails"])
+def test_the_console_script_answers_as_the_in_process_runs_do(tmp_path: Path, cluster) -> None:
+    """The other tests run the command in-process (tests/support/cli.py); the process says the same."""
+    runs = [Preflight(tmp_path / kind, cluster(), as_process=kind == "process") for kind in ("process", "in-process")]
+    for run in runs:
+        run.tmp_path.mkdir()
+    process, in_process = (run.run("dev") for run in runs)
+    assert (process.returncode, process.stdout, process.stderr) == (
+        in_process.returncode, in_process.stdout, in_process.stderr)
+    assert process.stdout and runs[0].calls() == runs[1].calls()
 
 
 def test_rbac_asks_can_i_create_for_every_kind_the_stack_renders(preflight: Preflight) -> None:

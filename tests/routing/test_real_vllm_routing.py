@@ -37,7 +37,7 @@ def replica(key: str) -> VllmServer:
 
 
 @pytest.fixture(scope="module")
-def replicas() -> Iterator[list[VllmServer]]:
+def replicas(vllm_venv_installed: None) -> Iterator[list[VllmServer]]:  # the fixture marks the tests `vllm`
     key = secrets.token_urlsafe(24)
     servers = [replica(key) for _ in range(3)]
     try:

@@ -27,22 +27,21 @@ from components.stackfile import load_stack
 from tests.scaling.fake_apiserver import FakeAPIServer
 from tests.smoke.conftest import REPO, Wrapper, free_port, stack_wrapper_env, start_wrapper
 from tests.smoke.forwarder import Forwarder
+from tests.support.cli import vllm_deploy
 
 ALL_CHECKS = ["health", "models", "chat", "stream", "auth", "metrics"]
 CONFIGURED_WAKE_TIMEOUT = 600  # the test stack's wrapper.wakeTimeout: what smoke must NOT wait for when nothing can wake
 
 
-def smoke(args: list[str], *, key: str | None = None, path: list[Path] = (), extra_env: dict | None = None,
-          timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "SMOKE_"))}
+def smoke(args: list[str], *, key: str | None = None, path: list[Path] = (),
+          extra_env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    """`vllm-deploy smoke ARGS`, in-process (tests/support/cli.py); smoke_process() runs the process."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith(("VLLM_", "SMOKE_"))}
     if key is not None:
         env["VLLM_WRAPPER_API_KEY"] = key
-    env["PATH"] = os.pathsep.join([*map(str, path), env.get("PATH", "")])
+    env["PATH"] = os.pathsep.join([*map(str, path), os.environ.get("PATH", "")])
     env.update(extra_env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "components.cli", "smoke", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
-    )
+    return vllm_deploy("smoke", *args, cwd=REPO, env=env)  # pytest-timeout bounds a hang
 
 
 @dataclass
@@ -263,7 +262,6 @@ def test_always_on_stack_with_vllm_down_fails_at_once(vllm_down: Wrapper, stacks
     result = smoke(
         ["smoke", "--stacks-dir", str(stacks_dir)], path=[fake_bin],
         extra_env={"SMOKE_KUBECTL_LOG": str(tmp_path / "kubectl.jsonl"), "SMOKE_FORWARD_TO": str(vllm_down.port)},
-        timeout=CONFIGURED_WAKE_TIMEOUT + 60,
     )
     elapsed = time.monotonic() - started
     assert result.returncode == 1, result.stdout + result.stderr
@@ -444,8 +442,7 @@ def test_scaled_to_zero_stack_that_does_not_wake(stacks_dir: Path) -> None:
 
 
 def test_modal_always_on_stack_fails_at_once(vllm_down: Wrapper, stacks_dir: Path) -> None:
-    result = smoke(["modal-on", "--stacks-dir", str(stacks_dir), "--url", vllm_down.url],
-                   timeout=CONFIGURED_WAKE_TIMEOUT + 60)
+    result = smoke(["modal-on", "--stacks-dir", str(stacks_dir), "--url", vllm_down.url])
     assert result.returncode == 1, result.stdout + result.stderr
     rows = table(result.stdout)
     assert list(rows) == ["health", "vllm", "auth", "metrics"]

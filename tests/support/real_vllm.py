@@ -33,7 +33,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -56,6 +56,9 @@ MODEL_SCRIPT = Path(__file__).resolve().with_name("make_tiny_model.py")
 SERVED_MODEL_NAME = "tiny"
 _STAMP = ".vllm-install-ok"
 DEFAULT_STARTUP_TIMEOUT = 420.0  # override: $VLLM_TEST_STARTUP_TIMEOUT
+# Called before every start; tests/conftest.py adds one that refuses a start from a test without
+# the ``vllm`` marker, so ``make test-fast`` cannot start a vLLM by accident.
+START_CHECKS: list[Callable[[], None]] = []
 
 
 class VllmNotInstalled(RuntimeError):
@@ -235,6 +238,8 @@ class VllmServer:
 
     def start(self, port: int | None = None) -> VllmServer:
         """Start the server (on ``port``, else a free one) and wait until it serves a completion."""
+        for check in START_CHECKS:
+            check()
         with self._lock:
             if self._proc is not None:
                 raise RuntimeError("already started")

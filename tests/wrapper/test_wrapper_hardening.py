@@ -358,36 +358,40 @@ def test_credentials_in_the_base_url_are_refused_at_start_up():
     assert "s3cret-pass" not in out.stderr + out.stdout and "vllm-user" not in out.stderr + out.stdout
 
 
-def test_internal_url_only_for_key_holders(fault_upstream, faults):
+@pytest.fixture(scope="module")
+def keyed_wrapper(fault_upstream) -> Iterator[Wrapper]:
+    """A wrapper that asks for a key (VLLM_WRAPPER_API_KEY), shared by the tests below that only send requests."""
     w = Wrapper(fault_upstream.base_url, api_key=UPSTREAM_KEY, wrapper_api_key=KEY, **FAST)
-    internal = fault_upstream.url.removeprefix("http://")
     try:
-        for path in ("/", "/health"):
-            anonymous = httpx.get(w.url + path)
-            assert anonymous.status_code == 200 and internal not in anonymous.text, path
-            wrong = httpx.get(w.url + path, headers={"Authorization": "Bearer nope"})
-            assert internal not in wrong.text
-            assert internal in httpx.get(w.url + path, headers={"Authorization": f"Bearer {KEY}"}).text
-        assert httpx.get(w.url + "/health").json()["base_url"] is None
-        assert httpx.get(w.url + "/health").json()["vllm_available"] is True
+        yield w
     finally:
         w.stop()
+
+
+def test_internal_url_only_for_key_holders(fault_upstream, faults, keyed_wrapper):
+    w = keyed_wrapper
+    internal = fault_upstream.url.removeprefix("http://")
+    for path in ("/", "/health"):
+        anonymous = httpx.get(w.url + path)
+        assert anonymous.status_code == 200 and internal not in anonymous.text, path
+        wrong = httpx.get(w.url + path, headers={"Authorization": "Bearer nope"})
+        assert internal not in wrong.text
+        assert internal in httpx.get(w.url + path, headers={"Authorization": f"Bearer {KEY}"}).text
+    assert httpx.get(w.url + "/health").json()["base_url"] is None
+    assert httpx.get(w.url + "/health").json()["vllm_available"] is True
 
 
 # -- 5. ambiguous requests ---------------------------------------------------------------------------
 
 
-def test_two_authorization_headers_are_a_400(fault_upstream, faults):
-    w = Wrapper(fault_upstream.base_url, api_key=UPSTREAM_KEY, wrapper_api_key=KEY, **FAST)
-    try:
-        for second in (f"Bearer {KEY}", "Bearer wrong"):
-            headers = [("Authorization", "Bearer wrong"), ("Authorization", second)]
-            for path in ("/chat", "/v1/chat/completions"):
-                err = err_of(httpx.post(w.url + path, json={"messages": MSG}, headers=headers), 400)
-                assert err["param"] == "Authorization" and "more than one Authorization header" in err["message"]
-        assert faults.stats()["requests"] == 0
-    finally:
-        w.stop()
+def test_two_authorization_headers_are_a_400(faults, keyed_wrapper):
+    w = keyed_wrapper
+    for second in (f"Bearer {KEY}", "Bearer wrong"):
+        headers = [("Authorization", "Bearer wrong"), ("Authorization", second)]
+        for path in ("/chat", "/v1/chat/completions"):
+            err = err_of(httpx.post(w.url + path, json={"messages": MSG}, headers=headers), 400)
+            assert err["param"] == "Authorization" and "more than one Authorization header" in err["message"]
+    assert faults.stats()["requests"] == 0
 
 
 @pytest.mark.parametrize("path", ["/chat", "/v1/chat/completions", "/v1/completions"])
@@ -428,22 +432,19 @@ def test_a_stream_the_client_leaves_is_counted_and_logged_as_499(fault_wrapper, 
 # -- offline /docs -----------------------------------------------------------------------------------
 
 
-def test_docs_page_and_its_assets_come_from_the_wrapper(fault_upstream, faults):
+def test_docs_page_and_its_assets_come_from_the_wrapper(faults, keyed_wrapper):
     import re
 
-    w = Wrapper(fault_upstream.base_url, api_key=UPSTREAM_KEY, wrapper_api_key=KEY, **FAST)
-    try:
-        page = httpx.get(w.url + "/docs")
-        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-        refs = re.findall(r'(?:src|href)="([^"]+)"', page.text)
-        assert refs and all(ref.startswith("/docs/assets/") for ref in refs), refs
-        assert "https://" not in page.text and "http://" not in page.text
-        for ref in refs:  # open like /docs itself: a browser fetches them without the key
-            r = httpx.get(w.url + ref)
-            assert r.status_code == 200, ref
-        js = httpx.get(w.url + "/docs/assets/swagger-ui-bundle.js")
-        assert "javascript" in js.headers["content-type"] and "SwaggerUIBundle" in js.text
-        assert httpx.get(w.url + "/openapi.json").json()["paths"]["/chat"]
-    finally:
-        w.stop()
+    w = keyed_wrapper
+    page = httpx.get(w.url + "/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    refs = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert refs and all(ref.startswith("/docs/assets/") for ref in refs), refs
+    assert "https://" not in page.text and "http://" not in page.text
+    for ref in refs:  # open like /docs itself: a browser fetches them without the key
+        r = httpx.get(w.url + ref)
+        assert r.status_code == 200, ref
+    js = httpx.get(w.url + "/docs/assets/swagger-ui-bundle.js")
+    assert "javascript" in js.headers["content-type"] and "SwaggerUIBundle" in js.text
+    assert httpx.get(w.url + "/openapi.json").json()["paths"]["/chat"]
 
