@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from .errors import APIError
-from .routing import Backend, build_router
+from .routing import DNS_CACHE_SECONDS, Backend, build_router
 from .settings import Settings
 
 log = logging.getLogger("wrapper.upstream")
@@ -95,7 +95,7 @@ class Upstream:
         connector = aiohttp.TCPConnector(
             limit=0,  # no pool cap: vLLM does its own scheduling/queueing
             keepalive_timeout=4.0,  # below uvicorn's 5 s idle close, avoids stale sockets
-            ttl_dns_cache=300,
+            ttl_dns_cache=DNS_CACHE_SECONDS,  # pod DNS names follow a rescheduled pod (routing/README.md)
             enable_cleanup_closed=False,
         )
         self._session = aiohttp.ClientSession(

@@ -20,6 +20,14 @@ from .router import Router
 if TYPE_CHECKING:  # pragma: no cover
     from ..settings import Settings
 
+# How long the HTTP client keeps a resolved name. Replicas on Kubernetes are pod DNS names under
+# the headless Service; a rescheduled pod comes back under the same name with a new IP, and
+# CoreDNS serves the new record within its own TTL (5 s by default, 30 s in kubeadm's Corefile).
+# aiohttp never drops a cached address when connecting to it fails, so with its 300 s the
+# wrapper would keep dialling the old IP for minutes. Resolving at most every 5 s costs nothing:
+# pooled keep-alive connections do not resolve at all.
+DNS_CACHE_SECONDS = 5
+
 
 def build_router(settings: Settings) -> Router:
     """The router the settings describe (discovery is created here, started by ``Upstream.start``)."""
@@ -48,4 +56,4 @@ def build_router(settings: Settings) -> Router:
     return router
 
 
-__all__ = ["Backend", "Pool", "Router", "build_router"]
+__all__ = ["DNS_CACHE_SECONDS", "Backend", "Pool", "Router", "build_router"]

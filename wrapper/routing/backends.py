@@ -7,7 +7,14 @@ sees the same set of names makes the same choice.
 Passive ejection (what Envoy calls outlier detection): ``eject_after`` consecutive failures
 (connect error, or 502/503/504 before any byte reached the client) take a replica out of
 rotation for at least ``eject_seconds``; the prober (:mod:`.router`) then lets it back in as
-soon as its ``/health`` answers 200. When every replica is ejected the pool routes to all of
+soon as its ``/health`` answers 200.
+
+Active readiness: with several replicas the prober also asks every replica in rotation for its
+``/health`` (what the kubelet's readiness probe asks) every second, and a failed probe counts
+as a failure: a replica that stops answering is out within ``eject_after`` seconds even with no
+request sent to it. That is what keeps a replica that stops being ready, or is terminating,
+from getting new requests within a few seconds when the replicas are pod DNS names (README.md
+in this directory says why DNS alone is not enough). When every replica is ejected the pool routes to all of
 them anyway ("panic mode"): trying beats answering 503 at once, and a single backend then
 behaves exactly as the wrapper always did.
 """
@@ -110,9 +117,10 @@ class Pool:
     def succeeded(self, b: Backend) -> None:
         b.failures = 0
 
-    def failed_once(self, b: Backend) -> bool:
-        """Count a failure; True when it ejected the replica."""
-        b.failed += 1
+    def failed_once(self, b: Backend, *, attempt: bool = True) -> bool:
+        """Count a failure (a request attempt's, or with ``attempt=False`` a health probe's);
+        True when it ejected the replica."""
+        b.failed += attempt
         b.failures += 1
         if b.ejected_until is None and b.failures >= self.eject_after and len(self.members) > 1:
             b.ejected_until = self.clock() + self.eject_seconds

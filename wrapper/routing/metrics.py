@@ -7,7 +7,7 @@ request path touches prometheus_client). Labelled by replica name: bounded by th
     vllm_wrapper_backend_in_flight{backend}          requests in flight to it from this process
     vllm_wrapper_backend_in_rotation{backend}        1 while it takes new requests
     vllm_wrapper_routing_decisions_total{policy,decision}
-        affinity (prefix: the key's first choice), spilled (prefix: first choice over its load
+        affinity (prefix: the key's replica), spilled (prefix: that replica over its load
         bound), least_load, round_robin, failover (a retry on another replica)
 """
 

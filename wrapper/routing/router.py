@@ -67,8 +67,8 @@ class Router:
         if b.failures:
             self.pool.succeeded(b)
 
-    def failed(self, b: Backend, reason: str) -> None:
-        if self.pool.failed_once(b):
+    def failed(self, b: Backend, reason: str, *, attempt: bool = True) -> None:
+        if self.pool.failed_once(b, attempt=attempt):
             log.warning(
                 "replica ejected",
                 extra={"backend": b.name, "failures": b.failures, "seconds": self.pool.eject_seconds, "reason": reason},
@@ -94,12 +94,20 @@ class Router:
     async def _probe_loop(self) -> None:
         while True:
             await asyncio.sleep(self.probe_interval)
+            members = self.pool.members
+            # Several replicas: every one, every second (active readiness); one: only when
+            # ejected, as the single-backend wrapper always did (there is nothing to route around).
             due = self.pool.due_for_probe()
+            if len(members) > 1:
+                due = [b for b in members if not b.ejected] + due
             if due:
                 await self.probe(due)
 
     async def probe(self, backends: Iterable[Backend]) -> list[bool]:
-        """Probe ``/health`` of each backend at once; an ejected one that answers 200 is back in."""
+        """Probe ``/health`` of each backend at once. An ejected one that answers 200 is back in
+        rotation; a failed probe of one in rotation counts towards its ejection, as a failed
+        request does (a passing probe does not clear failed requests: /health can pass while
+        requests fail)."""
         backends = list(backends)
         results = await asyncio.gather(*(self._probe(b) for b in backends), return_exceptions=True)
         out = []
@@ -109,6 +117,8 @@ class Router:
             if ok and b.ejected:
                 self.pool.readmit(b)
                 log.info("replica back in rotation", extra={"backend": b.name})
+            elif not ok and not b.ejected:
+                self.failed(b, "health probe failed", attempt=False)
             out.append(ok)
         return out
 
