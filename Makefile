@@ -19,7 +19,7 @@ endif
 
 WRAPPER_IMAGE ?= ghcr.io/vllm-deploy/wrapper:0.1.0
 
-.PHONY: install check test test-fast up down preview destroy render image golden generate
+.PHONY: install check test test-fast bench bench-deps up down preview destroy render image golden generate
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -55,6 +55,15 @@ deps-apt:
 # Everything that needs no vLLM process and no checkov (markers set in tests/conftest.py).
 test-fast: install
 	$(PY) -m pytest -m "not vllm and not checkov"
+
+# What benchmarks/wrapper_bench.py needs beyond the venvs: Debian's nginx (the C floor it compares with).
+bench-deps: install
+	bash .ci/install-vllm
+	bash .ci/install-nginx
+
+# The wrapper vs vLLM directly, nginx and a FastAPI + httpx pass-through (prints figures; minutes).
+bench: bench-deps
+	$(PY) benchmarks/wrapper_bench.py
 
 render: install
 	$(VENV)/bin/vllm-deploy render $(STACK)

@@ -1,24 +1,35 @@
-"""Benchmark: the wrapper vs talking to vLLM directly vs a plain FastAPI + httpx pass-through.
+"""Benchmark: the wrapper vs vLLM directly, nginx, and a plain FastAPI + httpx pass-through.
 
-    .venv/bin/python benchmarks/wrapper_bench.py [--quick] [--vllm-url URL --vllm-key KEY]
+    .venv/bin/python benchmarks/wrapper_bench.py [--quick] [--profile DIR] [--vllm-url URL --vllm-key KEY]
+    make bench            # installs nginx first (.ci/install-nginx), then runs this
 
 Everything comes from one run on this machine: it starts a real vLLM (tests/support/real_vllm.py,
-tiny fast model; or uses --vllm-url), the fast echo upstream (tests/wrapper/upstream_faults.py),
-the wrapper (``python -m wrapper``) and the baseline (benchmarks/_passthrough.py), each as its
-own process, and prints a side-by-side table. Not a test: it prints figures.
+tiny fast model; or uses --vllm-url), two fast echo upstreams (tests/wrapper/upstream_faults.py),
+and in front of each upstream nginx (benchmarks/_nginx.py: Debian's, a plain reverse proxy with
+keep-alive and no buffering, the C floor for one more hop), the wrapper (``python -m wrapper``)
+and the baseline (benchmarks/_passthrough.py), each as its own process on 127.0.0.1; plus one
+wrapper routing over both echo upstreams (``VLLM_BASE_URL=a,b``, prefix policy). It prints a
+side-by-side table, then each figure as a ratio to nginx's, and the issue-21 targets. Not a
+test: it prints figures. Every file (configs, logs, vLLM's temp files) lives in one temp dir,
+removed at the end.
 
 - Latency: sequential non-streamed chat completions (16 tokens), requests interleaved
-  round-robin across the three targets so drift hits all alike; p50/p99.
-- TTFT: streamed chat completions, time to the first chunk carrying generated text.
+  round-robin across the targets so drift hits all alike; p50/p99. "added" is the median of
+  the paired differences (request i via X minus request i direct, sent back to back).
+- TTFT: streamed chat completions, time to the first chunk carrying generated text; "added"
+  paired the same way.
 - Per-chunk overhead: (streamed total via X - direct) / chunks, for 256-token streams.
 - CPU: utime+stime of the server process (/proc/<pid>/stat, 10 ms ticks) over a phase, divided
-  by its requests or streamed chunks (direct column: vLLM's API server process). The
+  by its requests or streamed chunks (direct column: the upstream's own process). The
   sequential figure includes the idle event-loop ticks between requests; the figure under
   load is the marginal cost.
 - req/s per core: against the fast echo upstream, 16 concurrent clients; requests divided by the
   CPU seconds the server process used (so the figure is about the server, not the shared box);
   also the wall-clock req/s.
 - RSS: VmRSS / VmHWM of the server process after the load.
+- ``--profile DIR``: py-spy samples each wrapper process for the whole run (it perturbs the
+  figures: profile and measure in separate runs); DIR gets the collapsed stacks and the top
+  entries are printed.
 """
 
 from __future__ import annotations
@@ -26,9 +37,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
@@ -36,10 +51,17 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._nginx import Nginx  # noqa: E402
 from tests.wrapper._wrapper_servers import FaultUpstream, Proc, Wrapper, free_port  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 MSG = [{"role": "user", "content": "Tell me a story about a cat."}]
+# Issue 21's targets, each as a bound on the wrapper's figure relative to nginx's.
+ADDED_RATIO = 1.25  # added p50 latency and added TTFT ...
+NOISE_FLOOR_MS = 1.0  # ... or at most this much where nginx's is within noise of zero
+CPU_RATIO = 2.5
+MIN_RPS_PER_CORE = 4000
+MAX_RSS_MB = 100
 
 
 def cpu_seconds(pid: int) -> float:
@@ -59,7 +81,7 @@ def rss_mb(pid: int) -> tuple[float, float]:
 
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
 class Target:
@@ -129,107 +151,269 @@ def fmt(v: float | None, spec: str = ".2f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def paired_added(xs: list, base: list, i: int | None = None) -> float:
+    """Median of the paired differences (ms): request r via the target minus request r direct."""
+    if i is not None:
+        xs, base = [x[i] for x in xs], [x[i] for x in base]
+    return statistics.median(a - b for a, b in zip(xs, base, strict=True)) * 1000
+
+
+def noise_ms(xs: list, base: list, i: int | None = None) -> float:
+    """Half the interquartile range of the paired differences (ms): what "within noise" means."""
+    if i is not None:
+        xs, base = [x[i] for x in xs], [x[i] for x in base]
+    d = sorted((a - b) * 1000 for a, b in zip(xs, base, strict=True))
+    return (pct(d, 75) - pct(d, 25)) / 2
+
+
+class Profiler:
+    """py-spy sampling one process into a collapsed-stack file (``--format raw``)."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.out = out
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw",
+             "--rate", "250", "--nonblocking", "-o", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def profile_top(path: Path, n: int = 15) -> list[str]:
+    """The functions with the most samples: inclusive (on the stack) and self (at the top).
+
+    Samples whose innermost Python frame is the event loop's ``run`` are C (uvloop, httptools,
+    the kernel) or waiting for a core on a busy box: counted apart, the shares are of the rest.
+    """
+    incl: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = in_loop = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        k = int(count)
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] + ")"
+                  if " (" in f else f for f in stack.split(";")]
+        if frames[-1].startswith("Runner.run "):
+            in_loop += k
+            continue
+        total += k
+        for f in set(frames):
+            incl[f] += k
+        own[frames[-1]] += k
+    out = [f"  {in_loop} samples in the event loop's C code (or waiting for a core); of the other {total}, "
+           "inclusive (on the stack) / self (running):"]
+    skip = ("_run_module_as_main", "_run_code", "<module>", "main (", "run (", "asyncio_run", "Runner.run",
+            "Server.run")
+    selfs = own.most_common(n)
+    tops = [(f, k) for f, k in incl.most_common(n + len(skip)) if not f.startswith(skip)][:n]
+    for i, (f, k) in enumerate(tops):
+        sf, sk = selfs[i] if i < len(selfs) else ("", 0)
+        out.append(f"  {100 * k / max(total, 1):5.1f}%  {f[:58]:<58}  {100 * sk / max(total, 1):5.1f}%  {sf[:58]}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vllm-url", help="use a running vLLM (base URL ending in /v1) instead of starting one")
     ap.add_argument("--vllm-key")
     ap.add_argument("--vllm-pid", type=int, help="its API server pid, for the CPU column")
     ap.add_argument("--quick", action="store_true", help="fewer requests (a rough look)")
+    ap.add_argument("--profile", type=Path, help="py-spy each wrapper process; collapsed stacks into this dir")
     a = ap.parse_args()
     n_lat, n_stream, n_load = (60, 20, 1000) if a.quick else (300, 60, 4000)
 
     procs: list[Proc] = []
+    profilers: list[tuple[str, Profiler]] = []
     vllm = None
     load0 = os.getloadavg()
-    try:
-        if a.vllm_url:
-            vbase, vkey, vpid = a.vllm_url.rstrip("/"), a.vllm_key, a.vllm_pid
-        else:
-            from tests.support.real_vllm import VllmServer
+    with tempfile.TemporaryDirectory(prefix="wrapper-bench-") as tmp:
+        tempfile.tempdir = tmp  # server logs and vLLM's work dir go here too
+        try:
+            if a.vllm_url:
+                vbase, vkey, vpid = a.vllm_url.rstrip("/"), a.vllm_key, a.vllm_pid
+            else:
+                from tests.support.real_vllm import VllmServer
 
-            print("starting a real vLLM (tiny fast model)...", flush=True)
-            vllm = VllmServer("fast").start()
-            vbase, vkey, vpid = vllm.base_url, vllm.api_key, vllm.pid
-        echo = FaultUpstream()
-        procs.append(echo)
+                print("starting a real vLLM (tiny fast model)...", flush=True)
+                vllm = VllmServer("fast").start()
+                vbase, vkey, vpid = vllm.base_url, vllm.api_key, vllm.pid
+            echo, echo2 = FaultUpstream(), FaultUpstream()
+            procs += [echo, echo2]
 
-        def trio(base: str, key: str | None, upstream_pid: int | None, label: str) -> list[Target]:
-            w = Wrapper(base, api_key=key)
-            port = free_port()
-            cmd = [sys.executable, str(REPO / "benchmarks" / "_passthrough.py"), "--port", str(port),
-                   "--upstream", base] + (["--api-key", key] if key else [])
-            p = Proc(cmd, port)
-            procs.extend([w, p])
-            return [Target(f"direct {label}", base, upstream_pid or 0, key),
-                    Target("wrapper", w.base_url, w.pid), Target("fastapi+httpx", p.url + "/v1", p.pid)]
+            def proxies(base: str, key: str | None, upstream_pid: int | None, label: str) -> list[Target]:
+                ng = Nginx(base, Path(tmp) / f"nginx-{label}", api_key=key)
+                w = Wrapper(base, api_key=key)
+                port = free_port()
+                cmd = [sys.executable, str(REPO / "benchmarks" / "_passthrough.py"), "--port", str(port),
+                       "--upstream", base] + (["--api-key", key] if key else [])
+                p = Proc(cmd, port)
+                procs.extend([ng, w, p])
+                if a.profile:
+                    a.profile.mkdir(parents=True, exist_ok=True)
+                    profilers.append((f"wrapper ({label})", Profiler(w.pid, a.profile / f"wrapper-{label}.txt")))
+                return [Target(f"direct {label}", base, upstream_pid or 0, key), Target("nginx", ng.base_url, ng.pid),
+                        Target("wrapper", w.base_url, w.pid), Target("fastapi+httpx", p.url + "/v1", p.pid)]
 
-        vt = trio(vbase, vkey, vpid, "vLLM")
-        et = trio(echo.base_url, None, echo.pid, "echo")
+            vt = proxies(vbase, vkey, vpid, "vLLM")
+            et = proxies(echo.base_url, None, echo.pid, "echo")
+            routed = Wrapper(f"{echo.base_url},{echo2.base_url}", routing="prefix")
+            procs.append(routed)
+            et.insert(3, Target("wrapper 2 up", routed.base_url, routed.pid))
+            if a.profile:
+                profilers.append(("wrapper (2 echo)", Profiler(routed.pid, a.profile / "wrapper-routed.txt")))
 
-        body = {"model": "tiny", "messages": MSG, "max_tokens": 16, "temperature": 0, "ignore_eos": True}
-        sbody = {**body, "stream": True}
-        lbody = {**sbody, "max_tokens": 256}
-        ebody = {"messages": [{"role": "user", "content": "hello " * 10}], "max_tokens": 16}
+            body = {"model": "tiny", "messages": MSG, "max_tokens": 16, "temperature": 0, "ignore_eos": True}
+            sbody = {**body, "stream": True}
+            lbody = {**sbody, "max_tokens": 256}
+            ebody = {"messages": [{"role": "user", "content": "hello " * 10}], "max_tokens": 16}
+            esbody = {**ebody, "stream": True}
 
-        print(f"latency: {n_lat} sequential requests per target, interleaved...", flush=True)
-        cpu0 = {t.name: cpu_seconds(t.pid) if t.pid else None for t in vt}
-        lat = asyncio.run(latency(vt, n_lat, body))
-        cpu_req = {t.name: (cpu_seconds(t.pid) - cpu0[t.name]) / (n_lat + 5) * 1000 if t.pid else None for t in vt}
-        print(f"streams: {n_stream} per target (16 and 256 tokens)...", flush=True)
-        st = asyncio.run(latency(vt, n_stream, sbody, stream=True))
-        cpu0 = {t.name: cpu_seconds(t.pid) if t.pid else None for t in vt}
-        n_long = max(10, n_stream // 3)
-        lst = asyncio.run(latency(vt, n_long, lbody, stream=True))
-        # (+5 warm-up streams per target, as long as the measured ones)
-        cpu_chunk = {t.name: (cpu_seconds(t.pid) - cpu0[t.name]) * 1e6
-                     / (sum(x[2] for x in lst[t.name]) * (n_long + 5) / n_long)
-                     if t.pid else None for t in vt}
-        print("echo upstream: sequential latency, then load...", flush=True)
-        elat = asyncio.run(latency(et, n_lat, ebody))
-        loads = {t.name: asyncio.run(load(t, n_load, 16, ebody)) for t in et}
-        rss = {t.name: rss_mb(t.pid) for t in et}
+            print(f"latency: {n_lat} sequential requests per target, interleaved...", flush=True)
+            cpu0 = {t.name: cpu_seconds(t.pid) if t.pid else None for t in vt}
+            lat = asyncio.run(latency(vt, n_lat, body))
+            cpu_req = {t.name: (cpu_seconds(t.pid) - cpu0[t.name]) / (n_lat + 5) * 1000 if t.pid else None
+                       for t in vt}
+            print(f"streams: {n_stream} per target (16 and 256 tokens)...", flush=True)
+            st = asyncio.run(latency(vt, n_stream, sbody, stream=True))
+            cpu0 = {t.name: cpu_seconds(t.pid) if t.pid else None for t in vt}
+            n_long = max(10, n_stream // 3)
+            lst = asyncio.run(latency(vt, n_long, lbody, stream=True))
+            # (+5 warm-up streams per target, as long as the measured ones)
+            cpu_chunk = {t.name: (cpu_seconds(t.pid) - cpu0[t.name]) * 1e6
+                         / (sum(x[2] for x in lst[t.name]) * (n_long + 5) / n_long)
+                         if t.pid else None for t in vt}
+            print("echo upstream: sequential latency and streams, then load...", flush=True)
+            elat = asyncio.run(latency(et, n_lat, ebody))
+            est = asyncio.run(latency(et, n_lat, esbody, stream=True))
+            loads = {t.name: asyncio.run(load(t, n_load, 16, ebody)) for t in et}
+            rss = {t.name: rss_mb(t.pid) for t in et}
+        finally:
+            for _, prof in profilers:
+                prof.stop()
+            for p in reversed(procs):
+                p.stop()
+            if vllm is not None:
+                vllm.stop()
+            tempfile.tempdir = None
 
-        d, w_, p_ = (t.name for t in vt)
-        ed, ew, ep = (t.name for t in et)
-        rows = []
+    vnames = [t.name for t in vt]
+    enames = [t.name for t in et]
+    d, ed = vnames[0], enames[0]
+    cols = ["direct", "nginx", "wrapper", "wrapper 2 up", "fastapi+httpx"]
 
-        def row(label: str, vals: list[str]) -> None:
-            rows.append((label, *vals))
+    def v(values: dict[str, str]) -> list[str]:  # vLLM rows: no routed column
+        return [values.get(n, "-") for n in (vnames[0], vnames[1], vnames[2], "", vnames[3])]
 
-        def p50(xs, i=None):
-            return statistics.median([x[i] for x in xs] if i is not None else xs) * 1000
+    def e(values: dict[str, str]) -> list[str]:
+        return [values.get(n, "-") for n in enames]
 
-        row("vLLM: p50 latency, ms (16 tok)", [fmt(p50(lat[k])) for k in (d, w_, p_)])
-        row("vLLM: p99 latency, ms", [fmt(pct(lat[k], 99) * 1000) for k in (d, w_, p_)])
-        row("vLLM: added p50 latency, ms", ["0"] + [fmt(p50(lat[k]) - p50(lat[d]), "+.2f") for k in (w_, p_)])
-        row("vLLM: TTFT p50, ms", [fmt(p50(st[k], 0)) for k in (d, w_, p_)])
-        row("vLLM: added TTFT p50, ms", ["0"] + [fmt(p50(st[k], 0) - p50(st[d], 0), "+.2f") for k in (w_, p_)])
-        chunks = statistics.median([x[2] for x in lst[d]])
-        row("vLLM: stream 256 tok total p50, ms", [fmt(p50(lst[k], 1)) for k in (d, w_, p_)])
-        row("vLLM: added per chunk, us", ["0"] + [fmt((p50(lst[k], 1) - p50(lst[d], 1)) / chunks * 1e3, "+.1f")
-                                                 for k in (w_, p_)])
-        row("vLLM: CPU us per streamed chunk", [fmt(cpu_chunk[k], ".0f") for k in (d, w_, p_)])
-        row("vLLM: CPU ms/request, sequential", [fmt(cpu_req[k]) for k in (d, w_, p_)])
-        row("echo: p50 latency, ms", [fmt(p50(elat[k])) for k in (ed, ew, ep)])
-        row("echo: added p50 latency, ms", ["0"] + [fmt(p50(elat[k]) - p50(elat[ed]), "+.2f") for k in (ew, ep)])
-        row("echo: CPU ms/request under load", [fmt(loads[k][1] / n_load * 1000, ".3f") for k in (ed, ew, ep)])
-        row("echo: req/s per core (server CPU)", [fmt(n_load / loads[k][1], ".0f") for k in (ed, ew, ep)])
-        row("echo: wall req/s, 16 clients", [fmt(loads[k][0], ".0f") for k in (ed, ew, ep)])
-        row("RSS after load, MB (peak)", [f"{rss[k][0]:.0f} ({rss[k][1]:.0f})" for k in (ed, ew, ep)])
+    def p50(xs, i=None):
+        return statistics.median([x[i] for x in xs] if i is not None else xs) * 1000
 
-        head = ("", "direct", "wrapper", "fastapi+httpx")
-        widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(4)]
+    fig: dict[str, dict[str, float]] = {}  # figure -> target -> value, for the ratio table
+    fig["vLLM added p50, ms"] = {k: paired_added(lat[k], lat[d]) for k in vnames[1:]}
+    fig["vLLM added TTFT, ms"] = {k: paired_added(st[k], st[d], 0) for k in vnames[1:]}
+    fig["vLLM CPU ms/request, seq."] = {k: cpu_req[k] for k in vnames[1:]}
+    fig["echo added p50, ms"] = {k: paired_added(elat[k], elat[ed]) for k in enames[1:]}
+    fig["echo added TTFT, ms"] = {k: paired_added(est[k], est[ed], 0) for k in enames[1:]}
+    fig["echo CPU ms/request, load"] = {k: loads[k][1] / n_load * 1000 for k in enames[1:]}
+    fig["echo req/s per core"] = {k: n_load / loads[k][1] for k in enames[1:]}
+    fig["RSS after load, MB"] = {k: rss[k][0] for k in enames[1:]}
+    noise = {
+        "vLLM added p50, ms": noise_ms(lat["nginx"], lat[d]),
+        "vLLM added TTFT, ms": noise_ms(st["nginx"], st[d], 0),
+        "echo added p50, ms": noise_ms(elat["nginx"], elat[ed]),
+        "echo added TTFT, ms": noise_ms(est["nginx"], est[ed], 0),
+    }
+
+    rows: list[tuple[str, ...]] = []
+
+    def row(label: str, vals: list[str]) -> None:
+        rows.append((label, *vals))
+
+    def added(name: str, spec: str = "+.2f") -> dict[str, str]:
+        return {k: fmt(x, spec) for k, x in fig[name].items()}
+
+    row("vLLM: p50 latency, ms (16 tok)", v({k: fmt(p50(lat[k])) for k in vnames}))
+    row("vLLM: p99 latency, ms", v({k: fmt(pct(lat[k], 99) * 1000) for k in vnames}))
+    row("vLLM: added p50 latency, ms (paired)", v({d: "0", **added("vLLM added p50, ms")}))
+    row("vLLM: TTFT p50, ms", v({k: fmt(p50(st[k], 0)) for k in vnames}))
+    row("vLLM: added TTFT p50, ms (paired)", v({d: "0", **added("vLLM added TTFT, ms")}))
+    chunks = statistics.median([x[2] for x in lst[d]])
+    row("vLLM: stream 256 tok total p50, ms", v({k: fmt(p50(lst[k], 1)) for k in vnames}))
+    row("vLLM: added per chunk, us", v({d: "0", **{k: fmt((p50(lst[k], 1) - p50(lst[d], 1)) / chunks * 1e3, "+.1f")
+                                                  for k in vnames[1:]}}))
+    row("vLLM: CPU us per streamed chunk", v({k: fmt(cpu_chunk[k], ".0f") for k in vnames}))
+    row("vLLM: CPU ms/request, sequential", v({k: fmt(cpu_req[k]) for k in vnames}))
+    row("echo: p50 latency, ms", e({k: fmt(p50(elat[k])) for k in enames}))
+    row("echo: added p50 latency, ms (paired)", e({ed: "0", **added("echo added p50, ms")}))
+    row("echo: TTFT p50, ms", e({k: fmt(p50(est[k], 0)) for k in enames}))
+    row("echo: added TTFT p50, ms (paired)", e({ed: "0", **added("echo added TTFT, ms")}))
+    row("echo: CPU ms/request under load", e({k: fmt(loads[k][1] / n_load * 1000, ".3f") for k in enames}))
+    row("echo: req/s per core (server CPU)", e({k: fmt(n_load / loads[k][1], ".0f") for k in enames}))
+    row("echo: wall req/s, 16 clients", e({k: fmt(loads[k][0], ".0f") for k in enames}))
+    row("RSS after load, MB (peak)", e({k: f"{rss[k][0]:.0f} ({rss[k][1]:.0f})" for k in enames}))
+
+    print()
+    print(f"machine: {os.cpu_count()} cores; Python {sys.version.split()[0]}; load average at start "
+          f"{load0[0]:.1f}, at end {os.getloadavg()[0]:.1f} (other processes share these cores)")
+    print("direct = vLLM itself (rows 'vLLM') or the fast echo upstream (rows 'echo'); "
+          "wrapper 2 up = the wrapper routing over two echo upstreams (prefix policy)")
+    table([("", *cols), *rows])
+
+    print()
+    print("as a ratio to nginx's figure (nginx's own value in its column):")
+    rrows = []
+    for name, vals in fig.items():
+        ng = vals["nginx"]
+        rrows.append((name, fmt(ng, ".3f"), *[fmt(vals[k] / ng, ".2f") + "x" if k in vals and ng else "-"
+                                             for k in ("wrapper", "wrapper 2 up", "fastapi+httpx")]))
+    table([("", "nginx", "wrapper", "wrapper 2 up", "fastapi+httpx"), *rrows])
+
+    print()
+    print("issue 21 targets (wrapper; wrapper 2 up):")
+    for name in ("vLLM added p50, ms", "vLLM added TTFT, ms", "echo added p50, ms", "echo added TTFT, ms"):
+        ng = fig[name]["nginx"]
+        bound = NOISE_FLOOR_MS if abs(ng) <= noise[name] else max(ADDED_RATIO * ng, 0.0)
+        why = (f"<= {NOISE_FLOOR_MS:g} ms, nginx's {ng:+.2f} is within noise (+-{noise[name]:.2f})"
+               if abs(ng) <= noise[name] else f"<= {ADDED_RATIO}x nginx's {ng:+.2f}")
+        verdict(name, fig[name], bound, why)
+    for name in ("vLLM CPU ms/request, seq.", "echo CPU ms/request, load"):
+        verdict(name, fig[name], CPU_RATIO * fig[name]["nginx"], f"<= {CPU_RATIO}x nginx's {fig[name]['nginx']:.3f}")
+    verdict("echo req/s per core", fig["echo req/s per core"], MIN_RPS_PER_CORE, f">= {MIN_RPS_PER_CORE}",
+            at_least=True)
+    verdict("RSS after load, MB", fig["RSS after load, MB"], MAX_RSS_MB, f"<= {MAX_RSS_MB}")
+
+    for label, prof in profilers:
         print()
-        print(f"machine: {os.cpu_count()} cores; Python {sys.version.split()[0]}; load average at start "
-              f"{load0[0]:.1f}, at end {os.getloadavg()[0]:.1f} (other processes share these cores)")
-        print("direct = vLLM itself (rows 'vLLM') or the fast echo upstream (rows 'echo')")
-        for r in [head, *rows]:
-            print("  ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(r)))
-    finally:
-        for p in reversed(procs):
-            p.stop()
-        if vllm is not None:
-            vllm.stop()
+        print(f"profile, {label}: {prof.out}")
+        if prof.out.exists():
+            print("\n".join(profile_top(prof.out)))
+        else:
+            print("  (no profile written: " + (prof.proc.stderr.read().decode(errors="replace")[-300:]
+                                                  if prof.proc.stderr else "") + ")")
+
+
+def verdict(name: str, vals: dict[str, float], bound: float, why: str, at_least: bool = False) -> None:
+    got = [(k, vals[k]) for k in ("wrapper", "wrapper 2 up") if k in vals]
+    ok = all((x >= bound) if at_least else (x <= bound) for _, x in got)
+    shown = "; ".join(f"{x:.2f}" for _, x in got)
+    print(f"  {'met    ' if ok else 'NOT met'}  {name}: {shown}  (target {why})")
+
+
+def table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(r)))
 
 
 if __name__ == "__main__":

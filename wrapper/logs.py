@@ -27,9 +27,17 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def _now() -> str:
+    """The time as the other lines write it; ``strftime`` runs once a second, not per request."""
+    global _second
     t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+    s = int(t)
+    if s != _second[0]:
+        _second = (s, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)))
+    return f"{_second[1]}.{int(t % 1 * 1000):03d}Z"
 
 
 class AccessLog:

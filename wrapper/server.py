@@ -155,6 +155,48 @@ _HEAD_TIMEOUT = b""
 _OVER_LIMIT = b""
 
 
+class OneWriteHead:
+    """One response's view of the connection's transport: a fixed-length response's head waits
+    for its body, so both leave in one ``send()``.
+
+    uvicorn writes the status line and headers, then the body, in two writes (two syscalls, two
+    segments on the wire); nginx sends them in one. A chunked (streamed) response's head and a
+    ``100 Continue`` go out at once, so nothing is held while a stream waits for its first event.
+    uvicorn writes the body of every non-HEAD fixed-length response (if only ``b""``), and
+    ``close()`` flushes, so a held head always leaves.
+    """
+
+    __slots__ = ("head", "transport", "waiting_for_head")
+
+    def __init__(self, transport: Any, method: str) -> None:
+        self.transport = transport
+        self.head: bytes | None = None
+        self.waiting_for_head = method != "HEAD"
+
+    def write(self, data: bytes) -> None:
+        head = self.head
+        if head is not None:
+            self.head = None
+            self.transport.write(head + data)
+        elif self.waiting_for_head and not data.startswith(b"HTTP/1.1 1"):
+            self.waiting_for_head = False
+            if b"\r\ntransfer-encoding: chunked\r\n" in data:
+                self.transport.write(data)
+            else:
+                self.head = data
+        else:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.head is not None:
+            self.transport.write(self.head)
+            self.head = None
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...: the transport's
+        return getattr(self.transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol plus :class:`ConnectionGuard`'s head timeout and cap."""
 
@@ -174,6 +216,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.guard is not None:
             self.guard.done_waiting(self)
         super().on_headers_complete()
+        # The cycle's task has not run yet: it writes through OneWriteHead from its first byte.
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:
+            cycle.transport = OneWriteHead(self.transport, cycle.scope["method"])  # type: ignore[assignment]
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -1,0 +1,76 @@
+"""nginx as a plain reverse proxy for the benchmark: the C floor for one more HTTP hop.
+
+Debian's nginx (``.ci/install-nginx``), one process (``master_process off``, so the CPU figure
+is that process's), keep-alive to the upstream, no buffering either way, HTTP/1.1 upstream.
+Its config, pid file, temp paths and error log live in ``workdir`` (the benchmark's temp dir).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tests.support.ports import free_port
+from tests.support.processes import REPO_ROOT, ServerProcess
+
+CONF = """\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 1000000;
+    client_max_body_size 64m;
+    upstream backend {{
+        server {upstream};
+        keepalive 128;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+{auth}        }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str:
+    """The nginx binary, installed by ``.ci/install-nginx`` when missing."""
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if found is None:
+        subprocess.run(["bash", str(REPO_ROOT / ".ci" / "install-nginx")], check=True)
+        found = shutil.which("nginx") or "/usr/sbin/nginx"
+    return found
+
+
+class Nginx(ServerProcess):
+    """nginx in front of ``upstream_base`` (an OpenAI base URL, ``.../v1``), on 127.0.0.1."""
+
+    def __init__(self, upstream_base: str, workdir: Path, api_key: str | None = None) -> None:
+        port = free_port()
+        u = urlsplit(upstream_base)
+        workdir.mkdir(parents=True, exist_ok=True)
+        # The upstream key is added by the proxy, as the wrapper adds VLLM_API_KEY.
+        auth = f'            proxy_set_header Authorization "Bearer {api_key}";\n' if api_key else ""
+        conf = workdir / "nginx.conf"
+        conf.write_text(CONF.format(dir=workdir, upstream=u.netloc, port=port, auth=auth))
+        conf.chmod(0o600)
+        cmd = [nginx_binary(), "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")]
+        super().__init__(cmd, port, ready="/health")
+        self.base_url = self.url + u.path
