@@ -75,8 +75,9 @@ class Names:
 
     def vllm_urls(self, replicas: int) -> str:
         """What the wrapper routes over: with one replica the Service; with several, each pod by its
-        stable DNS name under the headless Service (a pod that is not ready has no record, so the
-        wrapper's failover and ejection route around it; no API access needed)."""
+        stable DNS name under the headless Service. The headless Service publishes not-ready pods
+        too, so the wrapper's own health probes, failover and ejection route around a pod that is not
+        ready, and a pod not created yet has no record (wrapper/routing/README.md); no API access needed."""
         if replicas <= 1:
             return self.vllm_url
         host = f"{self.headless}.{self.namespace}.svc.cluster.local"
