@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from components import manifests, wrapper_env
-from components.config import AutoscaleConfig, parse_stack_config
+from components.config import AutoscaleConfig, ConfigError, parse_stack_config
 from components.helm_values import helm_values
 from tests.helm.chart import CHART_DIR, MINIMAL, objects, render
 
@@ -124,7 +124,7 @@ def test_the_templates_refuse_the_ranges_the_stack_config_refuses(chart, values,
 )
 def test_the_same_ranges_fail_in_the_stack_config_first(vllm, top, key):
     """What `vllm-deploy values` refuses before the chart sees it (so the two messages agree on the key)."""
-    with pytest.raises(Exception, match=re.escape(key)):
+    with pytest.raises(ConfigError, match=re.escape(key)):
         parse_stack_config({"model": {"id": "org/model"}, "vllm": vllm, **top}, require_secrets=False)
 
 
