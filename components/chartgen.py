@@ -177,6 +177,11 @@ components/gpu_pool.py, components/plan.py, components/secrets.py and components
 {_env_entries(wrapper_env.SCALER_SETTINGS)}
 {{{{- end -}}}}
 
+{{{{/* Autoscaling settings (AUTOSCALE_SETTINGS), as env entries, after the StatefulSet's name; only with a range. */}}}}
+{{{{- define "vllm-deploy.autoscaleSettingsEnv" -}}}}
+{_env_entries(wrapper_env.AUTOSCALE_SETTINGS)}
+{{{{- end -}}}}
+
 {{{{/* `secrets.<name>` value → the Secret's key, as YAML (`fromYaml`). */}}}}
 {{{{- define "vllm-deploy.secretKeys" -}}}}
 {keys}

@@ -44,16 +44,16 @@ def helm_values(config: StackConfig, secrets: SecretsMode = "existing") -> dict[
     """The values file that reproduces `config` (a Kubernetes stack) with the chart."""
     if config.target != "kubernetes":
         raise ValueError(f"the Helm chart deploys to Kubernetes; this stack targets {config.target}")
-    if config.autoscales:  # the chart's templates do not carry the autoscaler's settings yet
-        raise ValueError(
-            "vllm.replicas: the Helm chart takes a fixed replica count; a {min, max} range deploys with `pulumi up`"
-        )
     n, plan = manifests.names(config), serving_plan(config)
     vllm = _dump(config.vllm) | {
         "gpuMemoryUtilization": _g(config.vllm.gpu_memory_utilization),
         # Derived from the model's size when the stack does not set it.
         "startupTimeout": plan.startup_budget_seconds,
     }
+    if (autoscale := config.vllm.autoscale) is not None:
+        # The stack's `vllm.replicas: {min, max}`, under the keys the chart reads (vllm.replicas
+        # is then max(min, 1), as the chart requires).
+        vllm["autoscale"] = _dump(autoscale) | {"targetInFlight": _g(autoscale.target_in_flight)}
     wrapper = _dump(config.wrapper) | {"defaultTemperature": _g(config.wrapper.default_temperature)}
     kubernetes = _dump(config.kubernetes)
     # Left out, as are `target` and the `modal` and `cost` sections: where Pulumi deploys

@@ -117,10 +117,21 @@ def test_an_integer_keeps_todays_fixed_count_and_no_autoscaler() -> None:
     assert not {s.variable for s in wrapper_env.AUTOSCALE_SETTINGS} & env
 
 
-def test_the_chart_refuses_a_range_instead_of_deploying_a_fixed_count() -> None:
-    config = parse_stack_config(stack({"replicas": {"min": 0, "max": 3}}), require_secrets=False)
-    with pytest.raises(ValueError, match="the Helm chart takes a fixed replica count"):
-        helm_values(config)
+def test_the_chart_declares_what_pulumi_declares_for_a_range() -> None:
+    """`vllm-deploy values` of a ranged stack, rendered by the real Helm engine (as tests/helm does)."""
+    import helm_python
+
+    from tests.helm.chart import CHART_DIR, differences, normalise, render_stack
+
+    config = parse_stack_config(
+        stack({"replicas": {"min": 0, "max": 3}}), secrets_present={"vllmApiKey"}, require_secrets=False
+    )
+    with helm_python.Chart.load(CHART_DIR) as chart:
+        rendered = render_stack(chart, helm_values(config, "placeholders"), config)
+    assert differences(normalise(rendered), normalise(manifests.build(config).all())) == []
+    wrapper = next(o for o in rendered if o["kind"] == "Deployment")
+    env = {e["name"] for e in wrapper["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert {s.variable for s in wrapper_env.AUTOSCALE_SETTINGS} <= env
 
 
 def test_the_cost_estimate_bills_max_replicas_always_on_and_min_kept_warm() -> None:

@@ -88,7 +88,7 @@ def test_every_generated_setting_and_flag_reads_a_chart_value_the_schema_declare
     from components import wrapper_env
     from components.plan import OPTIONAL_FLAGS
 
-    for item in (*wrapper_env.STACK_SETTINGS, *wrapper_env.SCALER_SETTINGS, *OPTIONAL_FLAGS):
+    for item in (*wrapper_env.STACK_SETTINGS, *wrapper_env.SCALER_SETTINGS, *wrapper_env.AUTOSCALE_SETTINGS, *OPTIONAL_FLAGS):
         node = chart.schema
         for part in item.key.split("."):
             node = node["properties"][part]

@@ -130,6 +130,22 @@ VARIANTS = {
             "cache": {"storageClass": "fast"},
         },
     },
+    # `vllm.replicas: {min, max}`: the scaler's RBAC and VLLM_AUTOSCALE_* env with an always-on
+    # floor, and every pod's URL up to max; then a range that also scales to zero.
+    "autoscale-1-to-3": {
+        "model": {"id": "meta-llama/Llama-3.2-1B-Instruct"},
+        "gpu": {"type": "L4"},
+        "vllm": {
+            "replicas": {"min": 1, "max": 3},
+            "autoscale": {"targetInFlight": 4.5, "window": 5, "scaleDownDelay": "2m"},
+        },
+    },
+    "autoscale-0-to-2-with-idle-timeout": {
+        "model": {"id": "meta-llama/Llama-3.2-1B-Instruct"},
+        "gpu": {"type": "L4"},
+        "idleTimeout": "10m",
+        "vllm": {"replicas": {"min": 0, "max": 2}, "shutdownTimeout": 90},
+    },
     "gpu-without-tolerations": {
         "model": {"id": "meta-llama/Llama-3.2-1B-Instruct"},
         "gpu": {"type": "T4"},

@@ -115,6 +115,22 @@ none
   value: {{ .Values.vllm.replicas | int | toString | quote }}
 {{- end -}}
 
+{{/* Autoscaling settings (AUTOSCALE_SETTINGS), as env entries, after the StatefulSet's name; only with a range. */}}
+{{- define "vllm-deploy.autoscaleSettingsEnv" -}}
+- name: VLLM_AUTOSCALE_MIN
+  value: {{ .Values.vllm.autoscale.minReplicas | int | toString | quote }}
+- name: VLLM_AUTOSCALE_MAX
+  value: {{ .Values.vllm.autoscale.maxReplicas | int | toString | quote }}
+- name: VLLM_AUTOSCALE_TARGET_IN_FLIGHT
+  value: {{ .Values.vllm.autoscale.targetInFlight | toString | quote }}
+- name: VLLM_AUTOSCALE_WINDOW
+  value: {{ .Values.vllm.autoscale.window | int | toString | quote }}
+- name: VLLM_AUTOSCALE_SCALE_DOWN_DELAY
+  value: {{ .Values.vllm.autoscale.scaleDownDelay | int | toString | quote }}
+- name: VLLM_AUTOSCALE_DRAIN_TIMEOUT
+  value: {{ .Values.vllm.shutdownTimeout | int | toString | quote }}
+{{- end -}}
+
 {{/* `secrets.<name>` value → the Secret's key, as YAML (`fromYaml`). */}}
 {{- define "vllm-deploy.secretKeys" -}}
 hfToken: HF_TOKEN

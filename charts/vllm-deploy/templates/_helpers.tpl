@@ -18,6 +18,10 @@ Pulumi component prefixes them with `kubernetes.releaseName` (components/manifes
 {{- define "vllm-deploy.vllmUrl" -}}
 {{- $fullname := include "vllm-deploy.fullname" . -}}
 {{- $replicas := int (.Values.vllm.replicas | default 1) -}}
+{{- if include "vllm-deploy.autoscales" . -}}
+{{- /* Every replica the range allows: a pod not created yet has no DNS record and is routed around. */ -}}
+{{- $replicas = int .Values.vllm.autoscale.maxReplicas -}}
+{{- end -}}
 {{- if le $replicas 1 -}}
 {{- printf "http://%s.%s.svc.cluster.local:8000/v1" $fullname .Release.Namespace -}}
 {{- else -}}
@@ -28,6 +32,18 @@ Pulumi component prefixes them with `kubernetes.releaseName` (components/manifes
 {{- end -}}
 {{- join "," $urls -}}
 {{- end -}}
+{{- end -}}
+
+{{/* "true" when vLLM autoscales between vllm.autoscale.minReplicas and maxReplicas (the stack's `vllm.replicas: {min, max}`). */}}
+{{- define "vllm-deploy.autoscales" -}}
+{{- with .Values.vllm.autoscale -}}
+{{- if not (kindIs "invalid" .maxReplicas) -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the wrapper owns vLLM's replica count (scale-to-zero, autoscaling, or both): it gets the scaler's RBAC and settings. */}}
+{{- define "vllm-deploy.wrapperScales" -}}
+{{- if or (gt (int .Values.idleTimeout) 0) (include "vllm-deploy.autoscales" .) -}}true{{- end -}}
 {{- end -}}
 
 {{/* The name clients send as "model": servedName, or the id's last path part, lower-cased. */}}
@@ -187,6 +203,29 @@ Rolls the pods when what they read changes but their spec does not: the Secret t
 {{- end -}}
 {{- if and (has .preset (get (include "vllm-deploy.gpuPoolStorage" $ | fromJson) "required")) (not $.Values.kubernetes.cache.storageClass) -}}
 {{- fail (printf "kubernetes.cache.storageClass: required with kubernetes.gpuPool.preset %s: EKS 1.30 and later mark no StorageClass default, so the cache claim would stay Pending; set one `kubectl get storageclass` lists, e.g. gp3" .preset) -}}
+{{- end -}}
+{{- end -}}
+{{- with .Values.vllm.autoscale -}}
+{{- /* As components/config.py validates `vllm.replicas: {min, max}` against idleTimeout. */ -}}
+{{- if ne (kindIs "invalid" .minReplicas) (kindIs "invalid" .maxReplicas) -}}
+{{- fail "vllm.autoscale: set both minReplicas and maxReplicas (a range), or neither (a fixed vllm.replicas)" -}}
+{{- end -}}
+{{- if include "vllm-deploy.autoscales" $ -}}
+{{- $min := int .minReplicas -}}
+{{- $max := int .maxReplicas -}}
+{{- if lt $max $min -}}
+{{- fail (printf "vllm.autoscale.maxReplicas: %d is below vllm.autoscale.minReplicas %d; raise max or lower min" $max $min) -}}
+{{- end -}}
+{{- $scalesToZero := gt (int $.Values.idleTimeout) 0 -}}
+{{- if and (eq $min 0) (not $scalesToZero) -}}
+{{- fail "vllm.autoscale.minReplicas: 0 scales to zero, which needs an idleTimeout (e.g. 900); or use minReplicas: 1" -}}
+{{- end -}}
+{{- if and (ge $min 1) $scalesToZero -}}
+{{- fail (printf "idleTimeout: scales to zero, below vllm.autoscale.minReplicas %d; use minReplicas: 0, or idleTimeout: 0" $min) -}}
+{{- end -}}
+{{- if ne (int $.Values.vllm.replicas) (max $min 1 | int) -}}
+{{- fail (printf "vllm.replicas: with vllm.autoscale it is the count the StatefulSet starts with and a wake restores, max(minReplicas, 1); set vllm.replicas: %d" (max $min 1 | int)) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- if lt (int .Values.wrapper.replicas.max) (int .Values.wrapper.replicas.min) -}}
