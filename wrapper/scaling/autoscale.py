@@ -32,6 +32,7 @@ from ..routing.router import Router
 from ..settings import root_of
 from .autoscale_policy import DRAIN_ANNOTATION, Action, AutoscalePolicy, Kind, Sample, routable
 from .kube import Conflict, KubeError, StatefulSetAPI
+from .loop import every
 from .policy import Observation
 
 log = logging.getLogger("wrapper.scaling.autoscale")
@@ -139,14 +140,7 @@ class Autoscaler:
         await self.api.close()
 
     async def _loop(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug must not stop the loop
-                log.exception("autoscale loop error")
-            await self.sleep(self.tick_seconds)
+        await every(self.tick_seconds, self.tick, self.sleep, log, "autoscale")
 
     async def _http_scrape(self, root: str) -> float | None:
         if self._session is None:

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..errors import APIError
 from .kube import Conflict, KubeError, StatefulSetAPI
+from .loop import every
 from .policy import ANNOTATION, Clock, Observation, Policy, ScaleState, SystemClock
 
 log = logging.getLogger("wrapper.scaling")
@@ -175,14 +176,7 @@ class Scaler:
         await self.api.close()
 
     async def _loop(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug must not stop the loop
-                log.exception("scale-to-zero loop error")
-            await self.sleep(self.policy.tick)
+        await every(self.policy.tick, self.tick, self.sleep, log, "scale-to-zero")
 
     # -- the background tick -----------------------------------------------------------------
     async def tick(self) -> None:
