@@ -23,6 +23,10 @@ from .settings import Settings
 log = logging.getLogger("wrapper.upstream")
 
 RETRY_STATUSES = frozenset({502, 503, 504})
+# vLLM answers 500 when its engine died (``EngineDeadError``: a crash, an OOM, a pod being
+# stopped): the replica is going away and the request did nothing, so it is tried once more on
+# another replica. Only once: a request that itself crashes engines must not take down them all.
+ENGINE_FAILED_STATUS = 500
 DEFAULT_RETRY_AFTER = "5"
 # With several replicas a connect that hangs (a pod IP gone without a reset) must fail over
 # long before VLLM_TIMEOUT; one backend keeps the old behaviour (VLLM_TIMEOUT bounds it all).
@@ -161,8 +165,9 @@ class Upstream:
 
         Each attempt goes to the replica the router picks; a failed attempt (connect error,
         502/503/504) is retried at once on a replica not tried yet for this request, and only
-        after every replica failed, with a backoff. The replica's in-flight slot is held until
-        the response's connection is released (body read, stream closed)."""
+        after every replica failed, with a backoff. A 500 goes to one other replica, if there is
+        one, and no further. The replica's in-flight slot is held until the response's
+        connection is released (body read, stream closed)."""
         attempts = self.settings.max_retries + 1
         headers = self._headers_for(request_id)
         timeout = self._stream_timeout if stream else self._plain_timeout
@@ -170,6 +175,7 @@ class Upstream:
         last_error = "upstream unavailable"
         retry_after: str | None = None
         tried: list[Backend] = []
+        engine_failover_left = 1
         for attempt in range(attempts):
             b = router.pick(key, tried)
             if b is None:  # every replica failed this request once: go round again
@@ -192,6 +198,15 @@ class Upstream:
                 b.release()
                 raise
             else:
+                if resp.status == ENGINE_FAILED_STATUS and engine_failover_left and attempt < attempts - 1:
+                    if router.pool.candidates([*tried, b]):
+                        engine_failover_left = 0
+                        router.failed(b, "HTTP 500")
+                        resp.release()
+                        b.release()
+                        last_error = "model server answered HTTP 500"
+                        tried.append(b)
+                        continue
                 if resp.status not in RETRY_STATUSES:
                     router.answered(b)
                     return _held(resp, b)

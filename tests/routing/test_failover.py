@@ -118,6 +118,44 @@ def test_a_503_is_retried_on_another_replica(live):
         w.stop()
 
 
+def test_a_500_from_a_dying_engine_is_tried_once_on_another_replica(live):
+    # vLLM answers 500 (EngineDeadError) to what it had in flight when its engine dies.
+    w = start(live, routing="round-robin", max_retries=3)
+    try:
+        live[0].control(fail_status=500, fail_count=1)
+        before = counts(live)
+        assert chat(w).status_code == 200  # the first pick is replica 0: it answers 500
+        assert sum(counts(live)) - sum(before) == 2
+        assert wrapper_metrics(w)['vllm_wrapper_routing_decisions_total{decision="failover",policy="round-robin"}'] == 1
+    finally:
+        w.stop()
+
+
+def test_a_request_that_fails_with_500_everywhere_reaches_two_replicas_and_the_client_gets_the_500(live):
+    # A request that crashes engines must not take the whole fleet down with it.
+    w = start(live, routing="round-robin", max_retries=3)
+    try:
+        for r in live:
+            r.control(fail_status=500, fail_count=1)
+        before = counts(live)
+        r = chat(w)
+        assert r.status_code == 500 and r.json()["error"]["code"] == 500, r.text
+        assert sum(counts(live)) - sum(before) == 2
+    finally:
+        w.stop()
+
+
+def test_with_one_replica_a_500_is_the_answer_and_is_not_retried(live):
+    w = start(live[:1], max_retries=3)
+    try:
+        live[0].control(fail_status=500, fail_count=1)
+        before = counts(live)
+        assert chat(w).status_code == 500
+        assert sum(counts(live)) - sum(before) == 1
+    finally:
+        w.stop()
+
+
 def test_a_dead_replica_fails_no_request_is_ejected_and_comes_back(live):
     w = start(live, max_retries=2)
     try:
