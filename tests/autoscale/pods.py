@@ -10,7 +10,7 @@ import time
 
 from tests.scaling.fake_apiserver import FakeAPIServer
 from tests.support.ports import free_port
-from tests.support.real_vllm import VllmServer
+from tests.support.real_vllm import VllmServer, replica_env
 
 
 class Pods:
@@ -21,8 +21,13 @@ class Pods:
         self.api = api
         self.ports = [free_port() for _ in range(n)]
         self.servers = []
-        for _ in range(n):
-            s = VllmServer("fast", startup_timeout=900, extra_args=["--max-num-seqs", "8", "--shutdown-timeout", "30"])
+        for i in range(n):
+            s = VllmServer(
+                "fast",
+                startup_timeout=900,
+                extra_args=["--max-num-seqs", "8", "--shutdown-timeout", "30"],
+                extra_env=replica_env(i),
+            )
             s.api_key = key  # one key for every replica: the wrapper has one VLLM_API_KEY
             self.servers.append(s)
         self.base_urls = [f"http://127.0.0.1:{p}/v1" for p in self.ports]

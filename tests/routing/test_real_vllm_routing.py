@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.routing._servers import Wrapper, eventually, wrapper_metrics
-from tests.support.real_vllm import VllmNotInstalled, VllmServer
+from tests.support.real_vllm import VllmNotInstalled, VllmServer, replica_env
 
 BLOCKS = 112  # x 32 tokens = 3,584 per replica: four tenants' prompts (22 blocks each) and a running request
 SETTINGS = {"timeout": 60, "max_retries": 3, "retry_backoff": 0.05, "eject_after": 2, "eject_seconds": 1,
@@ -28,10 +28,11 @@ SETTINGS = {"timeout": 60, "max_retries": 3, "retry_backoff": 0.05, "eject_after
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()
 
 
-def replica(key: str) -> VllmServer:
+def replica(key: str, i: int) -> VllmServer:
     # Three start at once on a shared 2-core box: allow twice the single-server start-up timeout.
     s = VllmServer("fast", startup_timeout=900, extra_args=["--enable-prefix-caching", "--block-size", "32",
-                                       "--num-gpu-blocks-override", str(BLOCKS), "--max-num-seqs", "8"])
+                                       "--num-gpu-blocks-override", str(BLOCKS), "--max-num-seqs", "8"],
+                   extra_env=replica_env(i))
     s.api_key = key  # one key for all replicas: the wrapper has one VLLM_API_KEY
     return s
 
@@ -39,7 +40,7 @@ def replica(key: str) -> VllmServer:
 @pytest.fixture(scope="module")
 def replicas(vllm_venv_installed: None) -> Iterator[list[VllmServer]]:  # the fixture marks the tests `vllm`
     key = secrets.token_urlsafe(24)
-    servers = [replica(key) for _ in range(3)]
+    servers = [replica(key, i) for i in range(3)]
     try:
         with concurrent.futures.ThreadPoolExecutor(3) as pool:  # in parallel: 1-2 min instead of 3-6
             list(pool.map(lambda s: s.start(), servers))

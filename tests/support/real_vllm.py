@@ -46,6 +46,7 @@ __all__ = [
     "VllmStartError",
     "ensure_tiny_model",
     "parse_metrics",
+    "replica_env",
     "vllm_python",
     "vllm_venv",
 ]
@@ -67,6 +68,18 @@ class VllmNotInstalled(RuntimeError):
 
 class VllmStartError(RuntimeError):
     """The server did not become ready (the message holds the log tail)."""
+
+
+def replica_env(i: int) -> dict[str, str]:
+    """The environment that gives replica ``i`` of several on this machine a core of its own.
+
+    vLLM's CPU backend binds its worker's OpenMP threads with ``VLLM_CPU_OMP_THREADS_BIND=auto``:
+    on a 2-core box every server picks core 0 and reserves core 1 for the frontend. Several
+    replicas then share one core, and a busy replica's spinning OpenMP threads starve one that is
+    loading its model (a second replica took over 15 min to start under load). Pods on a cluster
+    each have their own cores; here replica ``i`` binds core ``i`` modulo the cores we may use."""
+    cores = sorted(os.sched_getaffinity(0))
+    return {"VLLM_CPU_OMP_THREADS_BIND": str(cores[i % len(cores)])}
 
 
 def vllm_venv() -> Path:
