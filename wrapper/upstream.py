@@ -198,15 +198,19 @@ class Upstream:
                 b.release()
                 raise
             else:
-                if resp.status == ENGINE_FAILED_STATUS and engine_failover_left and attempt < attempts - 1:
-                    if router.pool.candidates([*tried, b]):
-                        engine_failover_left = 0
-                        router.failed(b, "HTTP 500")
-                        resp.release()
-                        b.release()
-                        last_error = "model server answered HTTP 500"
-                        tried.append(b)
-                        continue
+                if (
+                    resp.status == ENGINE_FAILED_STATUS
+                    and engine_failover_left
+                    and attempt < attempts - 1
+                    and router.pool.candidates([*tried, b])
+                ):
+                    engine_failover_left = 0
+                    router.failed(b, "HTTP 500")
+                    resp.release()
+                    b.release()
+                    last_error = "model server answered HTTP 500"
+                    tried.append(b)
+                    continue
                 if resp.status not in RETRY_STATUSES:
                     router.answered(b)
                     return _held(resp, b)
