@@ -15,6 +15,9 @@ class MetricsReplica:
         self.port = free_port()
         self.running = 0
         self.waiting = 0
+        # The seconds finished requests took, in total (vLLM's e2e latency histogram's _sum);
+        # None: left off the page.
+        self.latency_sum: float | None = None
         self.scrapes = 0
         self._runner: web.AppRunner | None = None
 
@@ -35,6 +38,11 @@ class MetricsReplica:
             "# TYPE vllm:num_preemptions_total counter\n"
             'vllm:num_preemptions_total{engine="0",model_name="tiny"} 0.0\n'
         )
+        if self.latency_sum is not None:
+            text += (
+                "# TYPE vllm:e2e_request_latency_seconds histogram\n"
+                f'vllm:e2e_request_latency_seconds_sum{{engine="0",model_name="tiny"}} {self.latency_sum}\n'
+            )
         return web.Response(text=text, content_type="text/plain")
 
     async def start(self) -> MetricsReplica:

@@ -38,6 +38,8 @@ from .policy import Observation
 log = logging.getLogger("wrapper.scaling.autoscale")
 
 LOAD_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+# A counter: the seconds every finished request took, from arrival to its last token.
+LATENCY_SUM = "vllm:e2e_request_latency_seconds_sum"
 CONFLICT_RETRIES = 3
 Scrape = Callable[[str], Awaitable["float | None"]]
 
@@ -61,6 +63,43 @@ def parse_load(text: str) -> float:
     if not found:
         raise ValueError("no vllm:num_requests_running / _waiting in /metrics")
     return total
+
+
+def parse_latency_sum(text: str) -> float | None:
+    """``vllm:e2e_request_latency_seconds_sum`` of one ``/metrics`` page, summed over label sets."""
+    total: float | None = None
+    for line in text.splitlines():
+        if not line.startswith(LATENCY_SUM):
+            continue
+        name, brace, rest = line.partition("{")
+        fields = rest[rest.rfind("}") + 1 :].split() if brace else line.split()[1:]
+        if name.strip() == LATENCY_SUM and fields:
+            total = (total or 0.0) + float(fields[0])
+    return total
+
+
+class BusyTime:
+    """The mean number of requests a replica had in flight between two scrapes, by Little's law:
+    the seconds its finished requests took, added up over the interval, divided by the interval.
+
+    Why beside the gauge: ``num_requests_running`` is a point sample taken at vLLM's last engine
+    step. Clients that send short requests in lock step (all finishing in one step, then sending
+    again) are often caught at 0 between batches, which would reset the sustain window at every
+    dip. The mean over the interval does not dip; the gauge, in turn, sees long streams that have
+    not finished yet. The demand of a replica is the larger of the two."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[float, float]] = {}  # root -> (monotonic time, latency sum)
+
+    def update(self, root: str, now: float, latency_sum: float | None) -> float | None:
+        if latency_sum is None:
+            self._last.pop(root, None)
+            return None
+        previous = self._last.get(root)
+        self._last[root] = (now, latency_sum)
+        if previous is None or now <= previous[0] or latency_sum < previous[1]:  # first, or a restart
+            return None
+        return (latency_sum - previous[1]) / (now - previous[0])
 
 
 class AutoscaleMetrics:
@@ -121,6 +160,8 @@ class Autoscaler:
         self.sleep = sleep
         self.obs: Observation | None = None
         self.loads: list[float | None] = []
+        self._busy = BusyTime()
+        self._mean_in_flight: dict[str, float] = {}  # root -> BusyTime's figure at the last scrape
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -149,9 +190,17 @@ class Autoscaler:
             async with self._session.get(root + "/metrics") as resp:
                 if resp.status != 200:
                     return None
-                return parse_load(await resp.text())
+                text = await resp.text()
+                load = parse_load(text)
         except (aiohttp.ClientError, TimeoutError, ValueError, UnicodeDecodeError):
+            self._busy.update(root, 0.0, None)
             return None
+        mean = self._busy.update(root, self.policy.clock.monotonic(), parse_latency_sum(text))
+        if mean is None:
+            self._mean_in_flight.pop(root, None)
+        else:
+            self._mean_in_flight[root] = mean
+        return load
 
     # -- one tick ----------------------------------------------------------------------------
     async def tick(self) -> Action | None:
@@ -181,7 +230,12 @@ class Autoscaler:
                 load = self.loads[i]
                 # Not answering: what this wrapper still has in flight there (it cannot see others').
                 draining += load if load is not None else self._local_in_flight(i)
-        return Sample(obs.replicas, len(answered), sum(answered) if answered else None, mark, draining)
+        demand = sum(
+            max(load, self._mean_in_flight.get(root, 0.0))
+            for root, load in zip(self.roots, self.loads, strict=False)
+            if load is not None
+        )
+        return Sample(obs.replicas, len(answered), demand if answered else None, mark, draining)
 
     def _local_in_flight(self, ordinal: int) -> float:
         name = self.names[ordinal]
@@ -290,4 +344,4 @@ def _ordinal(value: str | None) -> int | None:
     return n if n >= 0 else None
 
 
-__all__ = ["AutoscaleMetrics", "Autoscaler", "parse_load"]
+__all__ = ["AutoscaleMetrics", "Autoscaler", "BusyTime", "parse_latency_sum", "parse_load"]
