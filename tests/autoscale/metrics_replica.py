@@ -15,9 +15,10 @@ class MetricsReplica:
         self.port = free_port()
         self.running = 0
         self.waiting = 0
-        # The seconds finished requests took, in total (vLLM's e2e latency histogram's _sum);
-        # None: left off the page.
+        # vLLM's e2e latency histogram: the seconds finished requests took in total (_sum) and
+        # how many finished (_count); latency_sum None: the histogram is left off the page.
         self.latency_sum: float | None = None
+        self.finished = 0
         self.scrapes = 0
         self._runner: web.AppRunner | None = None
 
@@ -42,6 +43,7 @@ class MetricsReplica:
             text += (
                 "# TYPE vllm:e2e_request_latency_seconds histogram\n"
                 f'vllm:e2e_request_latency_seconds_sum{{engine="0",model_name="tiny"}} {self.latency_sum}\n'
+                f'vllm:e2e_request_latency_seconds_count{{engine="0",model_name="tiny"}} {float(self.finished)}\n'
             )
         return web.Response(text=text, content_type="text/plain")
 

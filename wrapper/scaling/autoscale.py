@@ -38,8 +38,10 @@ from .policy import Observation
 log = logging.getLogger("wrapper.scaling.autoscale")
 
 LOAD_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting")
-# A counter: the seconds every finished request took, from arrival to its last token.
+# Counters of vLLM's end-to-end latency histogram: the seconds every finished request took, from
+# arrival to its last token, added up; and how many finished.
 LATENCY_SUM = "vllm:e2e_request_latency_seconds_sum"
+LATENCY_COUNT = "vllm:e2e_request_latency_seconds_count"
 CONFLICT_RETRIES = 3
 Scrape = Callable[[str], Awaitable["float | None"]]
 
@@ -65,17 +67,23 @@ def parse_load(text: str) -> float:
     return total
 
 
-def parse_latency_sum(text: str) -> float | None:
-    """``vllm:e2e_request_latency_seconds_sum`` of one ``/metrics`` page, summed over label sets."""
-    total: float | None = None
+def parse_latency(text: str) -> tuple[float, float] | None:
+    """(``_sum``, ``_count``) of ``vllm:e2e_request_latency_seconds`` on one ``/metrics`` page, summed
+    over label sets; None when the page has not both."""
+    totals = {LATENCY_SUM: 0.0, LATENCY_COUNT: 0.0}
+    seen: set[str] = set()
     for line in text.splitlines():
-        if not line.startswith(LATENCY_SUM):
+        if not line.startswith("vllm:e2e_request_latency_seconds_"):
             continue
         name, brace, rest = line.partition("{")
         fields = rest[rest.rfind("}") + 1 :].split() if brace else line.split()[1:]
-        if name.strip() == LATENCY_SUM and fields:
-            total = (total or 0.0) + float(fields[0])
-    return total
+        name = name.split()[0] if not brace else name.strip()
+        if name in totals and fields:
+            totals[name] += float(fields[0])
+            seen.add(name)
+    if len(seen) < 2:
+        return None
+    return totals[LATENCY_SUM], totals[LATENCY_COUNT]
 
 
 class BusyTime:
@@ -86,20 +94,28 @@ class BusyTime:
     step. Clients that send short requests in lock step (all finishing in one step, then sending
     again) are often caught at 0 between batches, which would reset the sustain window at every
     dip. The mean over the interval does not dip; the gauge, in turn, sees long streams that have
-    not finished yet. The demand of a replica is the larger of the two."""
+    not finished yet. The demand of a replica is the larger of the two.
+
+    Little's law counts a request's whole duration when it finishes, so a one-minute request that
+    ends inside a one-second interval would read as 60 in flight. No more requests can have been in
+    flight during the interval than finished in it plus those still running at its end, so the mean
+    is capped there: that request counts as one."""
 
     def __init__(self) -> None:
-        self._last: dict[str, tuple[float, float]] = {}  # root -> (monotonic time, latency sum)
+        self._last: dict[str, tuple[float, float, float]] = {}  # root -> (time, latency sum, count)
 
-    def update(self, root: str, now: float, latency_sum: float | None) -> float | None:
-        if latency_sum is None:
+    def update(self, root: str, now: float, latency: tuple[float, float] | None, in_flight: float) -> float | None:
+        """The mean in flight at ``root`` since its previous scrape; None without one to compare."""
+        if latency is None:
             self._last.pop(root, None)
             return None
+        total, finished = latency
         previous = self._last.get(root)
-        self._last[root] = (now, latency_sum)
-        if previous is None or now <= previous[0] or latency_sum < previous[1]:  # first, or a restart
-            return None
-        return (latency_sum - previous[1]) / (now - previous[0])
+        self._last[root] = (now, total, finished)
+        if previous is None or now <= previous[0] or total < previous[1] or finished < previous[2]:
+            return None  # the first scrape, or the counters went back: vLLM restarted
+        mean = (total - previous[1]) / (now - previous[0])
+        return min(mean, finished - previous[2] + in_flight)
 
 
 class AutoscaleMetrics:
@@ -193,9 +209,9 @@ class Autoscaler:
                 text = await resp.text()
                 load = parse_load(text)
         except (aiohttp.ClientError, TimeoutError, ValueError, UnicodeDecodeError):
-            self._busy.update(root, 0.0, None)
+            self._busy.update(root, 0.0, None, 0.0)
             return None
-        mean = self._busy.update(root, self.policy.clock.monotonic(), parse_latency_sum(text))
+        mean = self._busy.update(root, self.policy.clock.monotonic(), parse_latency(text), load)
         if mean is None:
             self._mean_in_flight.pop(root, None)
         else:
@@ -344,4 +360,4 @@ def _ordinal(value: str | None) -> int | None:
     return n if n >= 0 else None
 
 
-__all__ = ["AutoscaleMetrics", "Autoscaler", "BusyTime", "parse_latency_sum", "parse_load"]
+__all__ = ["AutoscaleMetrics", "Autoscaler", "BusyTime", "parse_latency", "parse_load"]
