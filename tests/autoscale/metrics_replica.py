@@ -15,6 +15,10 @@ class MetricsReplica:
         self.port = free_port()
         self.running = 0
         self.waiting = 0
+        # vLLM's e2e latency histogram: the seconds finished requests took in total (_sum) and
+        # how many finished (_count); latency_sum None: the histogram is left off the page.
+        self.latency_sum: float | None = None
+        self.finished = 0
         self.scrapes = 0
         self._runner: web.AppRunner | None = None
 
@@ -35,6 +39,12 @@ class MetricsReplica:
             "# TYPE vllm:num_preemptions_total counter\n"
             'vllm:num_preemptions_total{engine="0",model_name="tiny"} 0.0\n'
         )
+        if self.latency_sum is not None:
+            text += (
+                "# TYPE vllm:e2e_request_latency_seconds histogram\n"
+                f'vllm:e2e_request_latency_seconds_sum{{engine="0",model_name="tiny"}} {self.latency_sum}\n'
+                f'vllm:e2e_request_latency_seconds_count{{engine="0",model_name="tiny"}} {float(self.finished)}\n'
+            )
         return web.Response(text=text, content_type="text/plain")
 
     async def start(self) -> MetricsReplica:

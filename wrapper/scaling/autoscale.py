@@ -38,6 +38,10 @@ from .policy import Observation
 log = logging.getLogger("wrapper.scaling.autoscale")
 
 LOAD_METRICS = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+# Counters of vLLM's end-to-end latency histogram: the seconds every finished request took, from
+# arrival to its last token, added up; and how many finished.
+LATENCY_SUM = "vllm:e2e_request_latency_seconds_sum"
+LATENCY_COUNT = "vllm:e2e_request_latency_seconds_count"
 CONFLICT_RETRIES = 3
 Scrape = Callable[[str], Awaitable["float | None"]]
 
@@ -61,6 +65,57 @@ def parse_load(text: str) -> float:
     if not found:
         raise ValueError("no vllm:num_requests_running / _waiting in /metrics")
     return total
+
+
+def parse_latency(text: str) -> tuple[float, float] | None:
+    """(``_sum``, ``_count``) of ``vllm:e2e_request_latency_seconds`` on one ``/metrics`` page, summed
+    over label sets; None when the page has not both."""
+    totals = {LATENCY_SUM: 0.0, LATENCY_COUNT: 0.0}
+    seen: set[str] = set()
+    for line in text.splitlines():
+        if not line.startswith("vllm:e2e_request_latency_seconds_"):
+            continue
+        name, brace, rest = line.partition("{")
+        fields = rest[rest.rfind("}") + 1 :].split() if brace else line.split()[1:]
+        name = name.split()[0] if not brace else name.strip()
+        if name in totals and fields:
+            totals[name] += float(fields[0])
+            seen.add(name)
+    if len(seen) < 2:
+        return None
+    return totals[LATENCY_SUM], totals[LATENCY_COUNT]
+
+
+class BusyTime:
+    """The mean number of requests a replica had in flight between two scrapes, by Little's law:
+    the seconds its finished requests took, added up over the interval, divided by the interval.
+
+    Why beside the gauge: ``num_requests_running`` is a point sample taken at vLLM's last engine
+    step. Clients that send short requests in lock step (all finishing in one step, then sending
+    again) are often caught at 0 between batches, which would reset the sustain window at every
+    dip. The mean over the interval does not dip; the gauge, in turn, sees long streams that have
+    not finished yet. The demand of a replica is the larger of the two.
+
+    Little's law counts a request's whole duration when it finishes, so a one-minute request that
+    ends inside a one-second interval would read as 60 in flight. No more requests can have been in
+    flight during the interval than finished in it plus those still running at its end, so the mean
+    is capped there: that request counts as one."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[float, float, float]] = {}  # root -> (time, latency sum, count)
+
+    def update(self, root: str, now: float, latency: tuple[float, float] | None, in_flight: float) -> float | None:
+        """The mean in flight at ``root`` since its previous scrape; None without one to compare."""
+        if latency is None:
+            self._last.pop(root, None)
+            return None
+        total, finished = latency
+        previous = self._last.get(root)
+        self._last[root] = (now, total, finished)
+        if previous is None or now <= previous[0] or total < previous[1] or finished < previous[2]:
+            return None  # the first scrape, or the counters went back: vLLM restarted
+        mean = (total - previous[1]) / (now - previous[0])
+        return min(mean, finished - previous[2] + in_flight)
 
 
 class AutoscaleMetrics:
@@ -121,6 +176,8 @@ class Autoscaler:
         self.sleep = sleep
         self.obs: Observation | None = None
         self.loads: list[float | None] = []
+        self._busy = BusyTime()
+        self._mean_in_flight: dict[str, float] = {}  # root -> BusyTime's figure at the last scrape
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -149,9 +206,17 @@ class Autoscaler:
             async with self._session.get(root + "/metrics") as resp:
                 if resp.status != 200:
                     return None
-                return parse_load(await resp.text())
+                text = await resp.text()
+                load = parse_load(text)
         except (aiohttp.ClientError, TimeoutError, ValueError, UnicodeDecodeError):
+            self._busy.update(root, 0.0, None, 0.0)
             return None
+        mean = self._busy.update(root, self.policy.clock.monotonic(), parse_latency(text), load)
+        if mean is None:
+            self._mean_in_flight.pop(root, None)
+        else:
+            self._mean_in_flight[root] = mean
+        return load
 
     # -- one tick ----------------------------------------------------------------------------
     async def tick(self) -> Action | None:
@@ -181,7 +246,12 @@ class Autoscaler:
                 load = self.loads[i]
                 # Not answering: what this wrapper still has in flight there (it cannot see others').
                 draining += load if load is not None else self._local_in_flight(i)
-        return Sample(obs.replicas, len(answered), sum(answered) if answered else None, mark, draining)
+        demand = sum(
+            max(load, self._mean_in_flight.get(root, 0.0))
+            for root, load in zip(self.roots, self.loads, strict=False)
+            if load is not None
+        )
+        return Sample(obs.replicas, len(answered), demand if answered else None, mark, draining)
 
     def _local_in_flight(self, ordinal: int) -> float:
         name = self.names[ordinal]
@@ -290,4 +360,4 @@ def _ordinal(value: str | None) -> int | None:
     return n if n >= 0 else None
 
 
-__all__ = ["AutoscaleMetrics", "Autoscaler", "parse_load"]
+__all__ = ["AutoscaleMetrics", "Autoscaler", "BusyTime", "parse_latency", "parse_load"]

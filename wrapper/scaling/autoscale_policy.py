@@ -1,7 +1,8 @@
 """How many vLLM replicas between ``min`` and ``max``: pure decisions, no I/O, an injected clock.
 
 The signal is vLLM's own load, read from every ready replica's ``/metrics``
-(``vllm:num_requests_running + vllm:num_requests_waiting``): global, so every wrapper replica that
+(``vllm:num_requests_running + vllm:num_requests_waiting``, or the mean in flight since the
+last scrape when larger: ``autoscale.BusyTime``): global, so every wrapper replica that
 reads it computes the same figure and the same decision, without talking to the others. Why not the
 wrapper's own in-flight count: each wrapper replica sees only its share, and the sum is what vLLM
 is actually asked to do (KEDA setups of production-stack and llm-d use ``num_requests_waiting`` for
