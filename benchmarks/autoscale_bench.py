@@ -138,7 +138,7 @@ def main() -> int:
             with clients.lock:
                 window = [ttft for t0, ttft in clients.samples if last <= t0 < now and ttft == ttft]
             p50 = f"{statistics.median(window) * 1000:.0f}" if window else "-"
-            ready = sum(s.is_running() for s in pods.servers)
+            ready = api.get()["status"].get("readyReplicas", 0)  # pods that served their first completion
             print(
                 f"{now - step:5.0f} {api.replicas:8d} {ready:5d} {running:7.0f} {waiting:7.0f} {p50:>11} {len(window):3d}"
             )

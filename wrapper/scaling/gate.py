@@ -79,6 +79,12 @@ class ScalerMetrics:
         )
 
 
+# How often a wake reads the StatefulSet for ready replicas: held requests wait on it, so it is
+# the wrapper's share of a wake (half of it on average). Two reads a second per wrapper replica,
+# only while vLLM wakes, is well inside client-go's default 5 requests/s.
+WAKE_POLL_SECONDS = 0.5
+
+
 class Scaler:
     def __init__(
         self,
@@ -103,7 +109,7 @@ class Scaler:
         self.metrics = metrics or ScalerMetrics()
         self.probe = probe
         self.busy = busy or (lambda: False)
-        self.poll = poll if poll is not None else min(1.0, policy.tick)
+        self.poll = poll if poll is not None else min(WAKE_POLL_SECONDS, policy.tick)
         self.probe_grace = probe_grace
         self.max_wake_poll = max_wake_poll
         self.clock = clock or policy.clock or SystemClock()
