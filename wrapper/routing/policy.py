@@ -169,10 +169,14 @@ class PrefixAffinity:
         rendezvous first choice when so many keys are active that hashing alone spreads them evenly."""
         if len(self._order) > self.balanced_per_replica * len(candidates):
             return max(candidates, key=lambda b: mix(key ^ b.hash))
-        if (
-            self._stale
-            or len(candidates) != len(self._prefs_of)
-            or any(a is not b for a, b in zip(candidates, self._prefs_of, strict=True))
+        # The pool hands out the same tuple while the rotation is unchanged: one identity test
+        # on the common path, the element-wise comparison only for another sequence.
+        if self._stale or (
+            candidates is not self._prefs_of
+            and (
+                len(candidates) != len(self._prefs_of)
+                or any(a is not b for a, b in zip(candidates, self._prefs_of, strict=True))
+            )
         ):
             self._assign(tuple(candidates))
         return self._homes[key]
