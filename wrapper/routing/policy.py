@@ -212,6 +212,8 @@ class PrefixAffinity:
             return candidates[0], AFFINITY
         self._touch(key)
         home = self.home(key, candidates)
+        if home.in_flight < self.floor:  # the bound is never below the floor: no need to sum the loads
+            return home, AFFINITY
         bound = self.bound(candidates)
         if home.in_flight < bound:  # the common case
             return home, AFFINITY
