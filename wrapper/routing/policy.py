@@ -137,7 +137,8 @@ class PrefixAffinity:
         total = 0
         for b in candidates:
             total += b.in_flight
-        return max(math.ceil(self.balance * (total + 1) / len(candidates)), self.floor)
+        bound = math.ceil(self.balance * (total + 1) / len(candidates))
+        return bound if bound > self.floor else self.floor
 
     # -- the active keys ---------------------------------------------------------------------
     def _touch(self, key: int) -> None:
