@@ -1,6 +1,7 @@
 """Benchmark: the wrapper vs vLLM directly, nginx, and a plain FastAPI + httpx pass-through.
 
     .venv/bin/python benchmarks/wrapper_bench.py [--quick] [--profile DIR] [--vllm-url URL --vllm-key KEY]
+    .venv/bin/python benchmarks/wrapper_bench.py --routing-cost [--rounds N] [--profile DIR]
     make bench            # installs nginx first (.ci/install-nginx), then runs this
 
 Everything comes from one run on this machine: it starts a real vLLM (tests/support/real_vllm.py,
@@ -27,6 +28,10 @@ removed at the end.
   CPU seconds the server process used (so the figure is about the server, not the shared box);
   also the wall-clock req/s.
 - RSS: VmRSS / VmHWM of the server process after the load.
+- ``--routing-cost``: only the echo rows "wrapper" and "wrapper 2 up" (no vLLM, no nginx), paired:
+  N rounds, each a load phase through both (the order alternating round by round), so both
+  see the same box; prints each round and the medians of CPU ms/request and req/s (issue 14:
+  routing over several replicas must cost no more per request than one backend).
 - ``--profile DIR``: py-spy samples each wrapper process for the whole run (it perturbs the
   figures: profile and measure in separate runs); DIR gets the collapsed stacks and the top
   entries are printed.
@@ -221,6 +226,54 @@ def profile_top(path: Path, n: int = 15) -> list[str]:
     return out
 
 
+def routing_cost(rounds: int, n: int, profile: Path | None) -> None:
+    """The single-backend wrapper and the routed one (prefix, two echo upstreams), paired."""
+    procs: list[Proc] = []
+    profilers: list[tuple[str, Profiler]] = []
+    body = {"messages": [{"role": "user", "content": "hello " * 10}], "max_tokens": 16}
+    load0 = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="wrapper-bench-") as tmp:
+        tempfile.tempdir = tmp
+        try:
+            echo, echo2 = FaultUpstream(), FaultUpstream()
+            procs += [echo, echo2]
+            single = Wrapper(echo.base_url)
+            routed = Wrapper(f"{echo.base_url},{echo2.base_url}", routing="prefix")
+            procs += [single, routed]
+            targets = [Target("wrapper", single.base_url, single.pid),
+                       Target("wrapper 2 up", routed.base_url, routed.pid)]
+            if profile:
+                profile.mkdir(parents=True, exist_ok=True)
+                profilers = [(t.name, Profiler(t.pid, profile / f"{t.name.replace(' ', '-')}.txt")) for t in targets]
+            figures: dict[str, list[tuple[float, float]]] = {t.name: [] for t in targets}  # (CPU ms/req, req/s)
+            for r in range(rounds):
+                line = []
+                for t in targets if r % 2 == 0 else targets[::-1]:
+                    rps, cpu = asyncio.run(load(t, n, 16, body))
+                    figures[t.name].append((cpu / n * 1000, rps))
+                    line.append(f"{t.name} {cpu / n * 1000:.3f} ms, {rps:.0f} req/s")
+                print(f"  round {r + 1}: " + "; ".join(line), flush=True)
+        finally:
+            for _, prof in profilers:
+                prof.stop()
+            for p in reversed(procs):
+                p.stop()
+            tempfile.tempdir = None
+    print(f"machine: {os.cpu_count()} cores; load average at start {load0[0]:.1f}, at end {os.getloadavg()[0]:.1f}")
+    rows = [("", "CPU ms/request", "req/s per core", "wall req/s")]
+    for name, xs in figures.items():
+        cpu = statistics.median(x[0] for x in xs)
+        rows.append((name, f"{cpu:.3f}", f"{1000 / cpu:.0f}", f"{statistics.median(x[1] for x in xs):.0f}"))
+    ratios = [a[0] / b[0] for a, b in zip(figures["wrapper 2 up"], figures["wrapper"], strict=True)]
+    print(f"medians of {rounds} paired rounds of {n} requests, 16 clients:")
+    table(rows)
+    print(f"  routed / single CPU per request, median of the paired ratios: {statistics.median(ratios):.3f}")
+    for label, prof in profilers:
+        print(f"profile, {label}: {prof.out}")
+        if prof.out.exists():
+            print("\n".join(profile_top(prof.out)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vllm-url", help="use a running vLLM (base URL ending in /v1) instead of starting one")
@@ -228,7 +281,14 @@ def main() -> None:
     ap.add_argument("--vllm-pid", type=int, help="its API server pid, for the CPU column")
     ap.add_argument("--quick", action="store_true", help="fewer requests (a rough look)")
     ap.add_argument("--profile", type=Path, help="py-spy each wrapper process; collapsed stacks into this dir")
+    ap.add_argument("--routing-cost", action="store_true",
+                    help="only the single-backend vs routed wrapper in front of echo upstreams, paired")
+    ap.add_argument("--rounds", type=int, default=5, help="--routing-cost: paired rounds")
+    ap.add_argument("--requests", type=int, default=3000, help="--routing-cost: requests per target per round")
     a = ap.parse_args()
+    if a.routing_cost:
+        routing_cost(a.rounds, a.requests, a.profile)
+        return
     n_lat, n_stream, n_load = (60, 20, 1000) if a.quick else (300, 60, 4000)
 
     procs: list[Proc] = []

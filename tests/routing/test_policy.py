@@ -117,14 +117,14 @@ def test_ejection_after_consecutive_failures_and_panic_mode():
     pool = Pool(backends("a:1", "b:1"), eject_after=2, eject_seconds=5, clock=lambda: t[0])
     a, b = pool.members
     assert not pool.failed_once(a) and pool.failed_once(a) and a.ejected
-    assert pool.candidates() == [b]
+    assert list(pool.candidates()) == [b]
     assert pool.due_for_probe() == []
     t[0] = 5.0
     assert pool.due_for_probe() == [a]
     pool.failed_once(b), pool.failed_once(b)
     assert {x.name for x in pool.candidates()} == {"a:1", "b:1"}  # everyone out: try them all anyway
     pool.readmit(a)
-    assert pool.candidates() == [a]
+    assert list(pool.candidates()) == [a]
 
 
 def test_a_single_backend_is_never_ejected():
@@ -141,3 +141,37 @@ def test_discovered_members_replace_the_static_list_and_an_empty_set_falls_back(
     pool.replace(found)
     assert [b.name for b in pool.members] == ([n for n, _, _ in found] or ["svc:8000"])
     assert pool.discovered is bool(found)
+
+
+def test_the_candidates_follow_every_change_of_the_rotation():
+    """``candidates()`` keeps its answer between requests (backends.py): joining, leaving, an
+    ejection and a readmission must each show in the next answer."""
+    pool = Pool(backends("svc:8000"), eject_after=1)
+    assert [b.name for b in pool.candidates()] == ["svc:8000"]
+    pool.replace([("vllm-0", "http://10.0.0.1:8000/v1", "vllm-0"), ("vllm-1", "http://10.0.0.2:8000/v1", "vllm-1")])
+    v0, v1 = pool.members
+    assert list(pool.candidates()) == [v0, v1]
+    assert pool.failed_once(v0)
+    assert list(pool.candidates()) == [v1]
+    assert list(pool.candidates([v1])) == [v0]  # the only live one tried: the ejected one is next
+    pool.readmit(v0)
+    assert list(pool.candidates()) == [v0, v1]
+    pool.replace([("vllm-1", "http://10.0.0.2:8000/v1", "vllm-1")])
+    assert list(pool.candidates()) == [v1]
+    pool.replace([])
+    assert [b.name for b in pool.candidates()] == ["svc:8000"]
+
+
+def test_the_prefix_home_follows_the_rotation_when_the_pool_hands_out_its_kept_candidates():
+    """The policy recognises the pool's kept tuple by identity; a changed rotation is a new
+    tuple, so the keys are split again over the replicas left, and back once it returns."""
+    pool = Pool(backends("a:1", "b:1"), eject_after=1)
+    policy = PrefixAffinity()
+    keys = [chat_key([{"role": "user", "content": f"tenant {i}"}], 2048) for i in range(8)]
+    before = {k: policy.choose(k, pool.candidates())[0] for k in keys}
+    a, b = pool.members
+    assert set(before.values()) == {a, b}
+    pool.failed_once(a)
+    assert {policy.choose(k, pool.candidates())[0] for k in keys} == {b}
+    pool.readmit(a)
+    assert {k: policy.choose(k, pool.candidates())[0] for k in keys} == before

@@ -22,7 +22,7 @@ behaves exactly as the wrapper always did.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from urllib.parse import urlsplit
@@ -92,6 +92,9 @@ class Pool:
         self.eject_seconds = eject_seconds
         self.clock = clock
         self.version = 0  # bumped on every membership change
+        # candidates() with nothing excluded, the question of every request: kept until a member
+        # joins, leaves, is ejected or comes back (all of which go through this class).
+        self._live: tuple[Backend, ...] | None = None
 
     # -- membership --------------------------------------------------------------------------
     def replace(self, found: Iterable[tuple[str, str, str | None]]) -> None:
@@ -105,14 +108,21 @@ class Pool:
         if tuple(map(id, members)) != tuple(map(id, self.members)):
             self.members = members
             self.version += 1
+            self._live = None
 
     # -- rotation ----------------------------------------------------------------------------
-    def candidates(self, exclude: Iterable[Backend] = ()) -> list[Backend]:
-        """Members in rotation, minus ``exclude``; all non-excluded ones when every member is ejected."""
-        skip = set(map(id, exclude))
-        rest = [b for b in self.members if id(b) not in skip]
-        live = [b for b in rest if b.ejected_until is None]
-        return live or rest
+    def candidates(self, exclude: Sequence[Backend] = ()) -> Sequence[Backend]:
+        """Members in rotation, minus ``exclude``; all non-excluded ones when every member is ejected.
+
+        With nothing excluded (every first attempt) the answer is one tuple, the same object
+        until the rotation changes: the policy recognises it by identity (policy.py)."""
+        if not exclude:
+            live = self._live
+            if live is None:
+                live = self._live = tuple(b for b in self.members if b.ejected_until is None) or self.members
+            return live
+        rest = [b for b in self.members if b not in exclude]  # identity: Backend has eq=False
+        return [b for b in rest if b.ejected_until is None] or rest
 
     def succeeded(self, b: Backend) -> None:
         b.failures = 0
@@ -125,12 +135,14 @@ class Pool:
         if b.ejected_until is None and b.failures >= self.eject_after and len(self.members) > 1:
             b.ejected_until = self.clock() + self.eject_seconds
             b.ejections += 1
+            self._live = None
             return True
         return False
 
     def readmit(self, b: Backend) -> None:
         b.ejected_until = None
         b.failures = 0
+        self._live = None
 
     def due_for_probe(self) -> list[Backend]:
         now = self.clock()

@@ -137,7 +137,8 @@ class PrefixAffinity:
         total = 0
         for b in candidates:
             total += b.in_flight
-        return max(math.ceil(self.balance * (total + 1) / len(candidates)), self.floor)
+        bound = math.ceil(self.balance * (total + 1) / len(candidates))
+        return bound if bound > self.floor else self.floor
 
     # -- the active keys ---------------------------------------------------------------------
     def _touch(self, key: int) -> None:
@@ -169,10 +170,14 @@ class PrefixAffinity:
         rendezvous first choice when so many keys are active that hashing alone spreads them evenly."""
         if len(self._order) > self.balanced_per_replica * len(candidates):
             return max(candidates, key=lambda b: mix(key ^ b.hash))
-        if (
-            self._stale
-            or len(candidates) != len(self._prefs_of)
-            or any(a is not b for a, b in zip(candidates, self._prefs_of, strict=True))
+        # The pool hands out the same tuple while the rotation is unchanged: one identity test
+        # on the common path, the element-wise comparison only for another sequence.
+        if self._stale or (
+            candidates is not self._prefs_of
+            and (
+                len(candidates) != len(self._prefs_of)
+                or any(a is not b for a, b in zip(candidates, self._prefs_of, strict=True))
+            )
         ):
             self._assign(tuple(candidates))
         return self._homes[key]
@@ -208,6 +213,8 @@ class PrefixAffinity:
             return candidates[0], AFFINITY
         self._touch(key)
         home = self.home(key, candidates)
+        if home.in_flight < self.floor:  # the bound is never below the floor: no need to sum the loads
+            return home, AFFINITY
         bound = self.bound(candidates)
         if home.in_flight < bound:  # the common case
             return home, AFFINITY

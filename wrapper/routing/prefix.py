@@ -31,10 +31,6 @@ SHORT_SYSTEM_CHARS = 256
 _SEP = "\x1e"  # between messages: "ab" + "c" must not hash like "a" + "bc"
 
 
-def _digest(data: bytes) -> int:
-    return crc32(data)
-
-
 def _text(content: Any, limit: int) -> str:
     if isinstance(content, str):
         return content[:limit]
@@ -71,7 +67,7 @@ def chat_key(messages: Any, limit: int) -> int | None:
             break
     if not parts:
         return None
-    return _digest(_SEP.join(parts).encode("utf-8", "surrogatepass"))
+    return crc32(_SEP.join(parts).encode("utf-8", "surrogatepass"))
 
 
 def completion_key(prompt: Any, limit: int) -> int | None:
@@ -79,9 +75,9 @@ def completion_key(prompt: Any, limit: int) -> int | None:
     if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
         prompt = prompt[0]  # a batch: its first prompt decides
     if isinstance(prompt, str):
-        return _digest(prompt[:limit].encode("utf-8", "surrogatepass")) if prompt else None
+        return crc32(prompt[:limit].encode("utf-8", "surrogatepass")) if prompt else None
     if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt[: limit // 4]):
-        return _digest(b"ids:" + ",".join(map(str, prompt[: limit // 4])).encode())
+        return crc32(b"ids:" + ",".join(map(str, prompt[: limit // 4])).encode())
     return None
 
 

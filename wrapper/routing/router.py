@@ -55,7 +55,7 @@ class Router:
         b.requests += 1
         return b
 
-    def _candidates(self, tried: Sequence[Backend]) -> list[Backend]:
+    def _candidates(self, tried: Sequence[Backend]) -> Sequence[Backend]:
         if self.held_back:
             held = [b for b in self.pool.members if b.name in self.held_back]
             if held:
