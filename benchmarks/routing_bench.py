@@ -166,14 +166,14 @@ def main() -> None:
         micro()
         return
 
-    from tests.support.real_vllm import VllmServer, replica_env
+    from tests.support.real_vllm import VllmServer, replica_cpus
     from tests.wrapper._wrapper_servers import Wrapper
 
     key = secrets.token_urlsafe(24)
     servers = []
     for i in range(args.replicas):
         s = VllmServer("fast", startup_timeout=900, extra_args=["--enable-prefix-caching", "--block-size", "32",
-                                           "--num-gpu-blocks-override", str(args.blocks)], extra_env=replica_env(i))
+                                           "--num-gpu-blocks-override", str(args.blocks)], cpus=replica_cpus(i))
         s.api_key = key
         servers.append(s)
     print(f"starting {args.replicas} vLLM replicas ({args.blocks} blocks x 32 tokens each) ...", flush=True)

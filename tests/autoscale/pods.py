@@ -10,7 +10,7 @@ import time
 
 from tests.scaling.fake_apiserver import FakeAPIServer
 from tests.support.ports import free_port
-from tests.support.real_vllm import VllmServer, replica_env
+from tests.support.real_vllm import VllmServer, replica_cpus
 
 
 class Pods:
@@ -24,9 +24,9 @@ class Pods:
         for i in range(n):
             s = VllmServer(
                 "fast",
-                startup_timeout=900,
+                startup_timeout=1500,
                 extra_args=["--max-num-seqs", "8", "--shutdown-timeout", "30"],
-                extra_env=replica_env(i),
+                cpus=replica_cpus(i),
             )
             s.api_key = key  # one key for every replica: the wrapper has one VLLM_API_KEY
             self.servers.append(s)

@@ -91,7 +91,7 @@ def health(w: Wrapper) -> dict:
     return httpx.get(w.url + "/health", timeout=10).json()
 
 
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(2400)
 def test_a_load_step_scales_real_vllm_from_1_to_2_and_back_with_no_failed_request(vllm_venv_installed) -> None:
     api = FakeAPIServer(NS, NAME, replicas=1, ready=0).start()
     pods = Pods(api, 2)
@@ -124,7 +124,7 @@ def test_a_load_step_scales_real_vllm_from_1_to_2_and_back_with_no_failed_reques
         decided = time.monotonic() - step  # printed below; the target is benchmarks/autoscale_bench.py's
         ups = [r for r in api.requests if r.method == "PATCH" and r.path == SCALE and r.status == 200]
         assert [u.body["spec"]["replicas"] for u in ups] == [2]  # one write, from one of the two wrappers
-        wait_for(lambda: 1 in pods.ready, 900, "pod 1 to load the model")
+        wait_for(lambda: 1 in pods.ready, 1500, "pod 1 to load the model")
         wait_for(
             lambda: health(a)["autoscale"]["ready"] == 2 and not health(a)["autoscale"]["held_back"],
             30,

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.routing._servers import Wrapper, eventually, wrapper_metrics
-from tests.support.real_vllm import VllmNotInstalled, VllmServer, replica_env
+from tests.support.real_vllm import VllmNotInstalled, VllmServer, replica_cpus
 
 BLOCKS = 112  # x 32 tokens = 3,584 per replica: four tenants' prompts (22 blocks each) and a running request
 SETTINGS = {"timeout": 60, "max_retries": 3, "retry_backoff": 0.05, "eject_after": 2, "eject_seconds": 1,
@@ -32,7 +32,7 @@ def replica(key: str, i: int) -> VllmServer:
     # Three start at once on a shared 2-core box: allow twice the single-server start-up timeout.
     s = VllmServer("fast", startup_timeout=900, extra_args=["--enable-prefix-caching", "--block-size", "32",
                                        "--num-gpu-blocks-override", str(BLOCKS), "--max-num-seqs", "8"],
-                   extra_env=replica_env(i))
+                   cpus=replica_cpus(i))
     s.api_key = key  # one key for all replicas: the wrapper has one VLLM_API_KEY
     return s
 

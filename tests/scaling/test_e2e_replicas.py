@@ -24,7 +24,7 @@ import pytest
 from tests.routing._servers import eventually
 from tests.scaling.fake_apiserver import FakeAPIServer
 from tests.support.ports import free_port
-from tests.support.real_vllm import VllmServer, replica_env
+from tests.support.real_vllm import VllmServer, replica_cpus
 from tests.wrapper._wrapper_servers import Wrapper
 
 NS, NAME = "vllm-dev", "vllm"
@@ -61,7 +61,7 @@ class StatefulSet:
     def _start(self, i: int) -> None:
         if self.pods[i] is not None:
             return
-        pod = VllmServer("fast", startup_timeout=STARTUP, extra_args=["--enable-prefix-caching"], extra_env=replica_env(i))
+        pod = VllmServer("fast", startup_timeout=STARTUP, extra_args=["--enable-prefix-caching"], cpus=replica_cpus(i))
         pod.api_key = self.key
         pod.start(self.ports[i])
         with self.lock:

@@ -46,7 +46,7 @@ __all__ = [
     "VllmStartError",
     "ensure_tiny_model",
     "parse_metrics",
-    "replica_env",
+    "replica_cpus",
     "vllm_python",
     "vllm_venv",
 ]
@@ -70,16 +70,16 @@ class VllmStartError(RuntimeError):
     """The server did not become ready (the message holds the log tail)."""
 
 
-def replica_env(i: int) -> dict[str, str]:
-    """The environment that gives replica ``i`` of several on this machine a core of its own.
+def replica_cpus(i: int) -> list[int]:
+    """The core replica ``i`` of several on this machine runs on, as a pod has cores of its own.
 
     vLLM's CPU backend binds its worker's OpenMP threads with ``VLLM_CPU_OMP_THREADS_BIND=auto``:
     on a 2-core box every server picks core 0 and reserves core 1 for the frontend. Several
     replicas then share one core, and a busy replica's spinning OpenMP threads starve one that is
-    loading its model (a second replica took over 15 min to start under load). Pods on a cluster
-    each have their own cores; here replica ``i`` binds core ``i`` modulo the cores we may use."""
+    loading its model (a second replica took over 15 min to start under load). Replica ``i`` gets
+    core ``i`` modulo the cores we may use, for its worker and for all its processes."""
     cores = sorted(os.sched_getaffinity(0))
-    return {"VLLM_CPU_OMP_THREADS_BIND": str(cores[i % len(cores)])}
+    return [cores[i % len(cores)]]
 
 
 def vllm_venv() -> Path:
@@ -185,6 +185,7 @@ class VllmServer:
         max_model_len: int = 2048,
         extra_args: Sequence[str] = (),
         extra_env: Mapping[str, str] | None = None,
+        cpus: Sequence[int] | None = None,
         host: str = "127.0.0.1",
         keep_workdir: bool | None = None,
     ) -> None:
@@ -202,6 +203,9 @@ class VllmServer:
         self.max_model_len = max_model_len
         self.extra_args = list(extra_args)
         self.extra_env = dict(extra_env or {})
+        self.cpus = list(cpus) if cpus else None  # pin every process of the server to these cores
+        if self.cpus:
+            self.extra_env.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, self.cpus)))
         self._model_dir = Path(model_dir) if model_dir else None
         self.keep_workdir = (
             keep_workdir if keep_workdir is not None else os.environ.get("VLLM_TEST_KEEP_TMP") == "1"
@@ -386,6 +390,10 @@ class VllmServer:
                 # PDEATHSIG fires when the creating *thread* exits: only safe from the main thread.
                 preexec_fn=_set_pdeathsig if in_main_thread else None,
             )
+        if self.cpus:
+            # Right after exec, long before the server starts a thread or its engine processes,
+            # which inherit it (a preexec_fn cannot be used from the threads that start pods).
+            os.sched_setaffinity(self._proc.pid, self.cpus)
 
     def _fail(self, why: str) -> VllmStartError:
         return VllmStartError(
