@@ -46,44 +46,49 @@ CONFLICT_RETRIES = 3
 Scrape = Callable[[str], Awaitable["float | None"]]
 
 
-def parse_load(text: str) -> float:
-    """``vllm:num_requests_running + vllm:num_requests_waiting`` of one ``/metrics`` page, summed over
-    label sets (one per model / engine); raises ValueError when neither is there (not vLLM)."""
-    total = 0.0
-    found = False
+def page_sums(text: str, names: tuple[str, ...]) -> dict[str, float]:
+    """Each of ``names`` on one ``/metrics`` page, summed over its label sets (one per model /
+    engine), in one pass; a name the page lacks is left out."""
+    sums: dict[str, float] = {}
     for line in text.splitlines():
-        if not line.startswith(LOAD_METRICS):
+        if not line.startswith(names):
             continue
         name, brace, rest = line.partition("{")
         if brace:  # name{labels} value [timestamp]
             fields = rest[rest.rfind("}") + 1 :].split()
         else:  # name value [timestamp]
             name, *fields = line.split()
-        if name.strip() in LOAD_METRICS and fields:
-            total += float(fields[0])
-            found = True
-    if not found:
+        name = name.strip()
+        if name in names and fields:
+            sums[name] = sums.get(name, 0.0) + float(fields[0])
+    return sums
+
+
+def load_of(sums: dict[str, float]) -> float:
+    """``vllm:num_requests_running + vllm:num_requests_waiting``; ValueError when neither is there (not vLLM)."""
+    if not any(n in sums for n in LOAD_METRICS):
         raise ValueError("no vllm:num_requests_running / _waiting in /metrics")
-    return total
+    return sum(sums.get(n, 0.0) for n in LOAD_METRICS)
+
+
+def latency_of(sums: dict[str, float]) -> tuple[float, float] | None:
+    """(``_sum``, ``_count``) of ``vllm:e2e_request_latency_seconds``; None without both."""
+    if LATENCY_SUM not in sums or LATENCY_COUNT not in sums:
+        return None
+    return sums[LATENCY_SUM], sums[LATENCY_COUNT]
+
+
+def parse_load(text: str) -> float:
+    """:func:`load_of` one ``/metrics`` page."""
+    return load_of(page_sums(text, LOAD_METRICS))
 
 
 def parse_latency(text: str) -> tuple[float, float] | None:
-    """(``_sum``, ``_count``) of ``vllm:e2e_request_latency_seconds`` on one ``/metrics`` page, summed
-    over label sets; None when the page has not both."""
-    totals = {LATENCY_SUM: 0.0, LATENCY_COUNT: 0.0}
-    seen: set[str] = set()
-    for line in text.splitlines():
-        if not line.startswith("vllm:e2e_request_latency_seconds_"):
-            continue
-        name, brace, rest = line.partition("{")
-        fields = rest[rest.rfind("}") + 1 :].split() if brace else line.split()[1:]
-        name = name.split()[0] if not brace else name.strip()
-        if name in totals and fields:
-            totals[name] += float(fields[0])
-            seen.add(name)
-    if len(seen) < 2:
-        return None
-    return totals[LATENCY_SUM], totals[LATENCY_COUNT]
+    """:func:`latency_of` one ``/metrics`` page."""
+    return latency_of(page_sums(text, (LATENCY_SUM, LATENCY_COUNT)))
+
+
+SCRAPED = (*LOAD_METRICS, LATENCY_SUM, LATENCY_COUNT)
 
 
 class BusyTime:
@@ -103,9 +108,27 @@ class BusyTime:
 
     def __init__(self) -> None:
         self._last: dict[str, tuple[float, float, float]] = {}  # root -> (time, latency sum, count)
+        self._mean: dict[str, float] = {}  # root -> the figure of its last scrape
 
     def update(self, root: str, now: float, latency: tuple[float, float] | None, in_flight: float) -> float | None:
         """The mean in flight at ``root`` since its previous scrape; None without one to compare."""
+        mean = self._update(root, now, latency, in_flight)
+        if mean is None:
+            self._mean.pop(root, None)
+        else:
+            self._mean[root] = mean
+        return mean
+
+    def forget(self, root: str) -> None:
+        """``root`` did not answer: its next scrape starts a new interval."""
+        self._last.pop(root, None)
+        self._mean.pop(root, None)
+
+    def mean(self, root: str) -> float:
+        """The figure of ``root``'s last scrape; 0 when it had none."""
+        return self._mean.get(root, 0.0)
+
+    def _update(self, root: str, now: float, latency: tuple[float, float] | None, in_flight: float) -> float | None:
         if latency is None:
             self._last.pop(root, None)
             return None
@@ -177,7 +200,6 @@ class Autoscaler:
         self.obs: Observation | None = None
         self.loads: list[float | None] = []
         self._busy = BusyTime()
-        self._mean_in_flight: dict[str, float] = {}  # root -> BusyTime's figure at the last scrape
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -206,16 +228,12 @@ class Autoscaler:
             async with self._session.get(root + "/metrics") as resp:
                 if resp.status != 200:
                     return None
-                text = await resp.text()
-                load = parse_load(text)
+                sums = page_sums(await resp.text(), SCRAPED)
+                load = load_of(sums)
         except (aiohttp.ClientError, TimeoutError, ValueError, UnicodeDecodeError):
-            self._busy.update(root, 0.0, None, 0.0)
+            self._busy.forget(root)
             return None
-        mean = self._busy.update(root, self.policy.clock.monotonic(), parse_latency(text), load)
-        if mean is None:
-            self._mean_in_flight.pop(root, None)
-        else:
-            self._mean_in_flight[root] = mean
+        self._busy.update(root, self.policy.clock.monotonic(), latency_of(sums), load)
         return load
 
     # -- one tick ----------------------------------------------------------------------------
@@ -247,7 +265,7 @@ class Autoscaler:
                 # Not answering: what this wrapper still has in flight there (it cannot see others').
                 draining += load if load is not None else self._local_in_flight(i)
         demand = sum(
-            max(load, self._mean_in_flight.get(root, 0.0))
+            max(load, self._busy.mean(root))
             for root, load in zip(self.roots, self.loads, strict=False)
             if load is not None
         )
