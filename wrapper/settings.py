@@ -167,7 +167,7 @@ class Settings(BaseSettings):
                 url = _HTTP_URL.validate_python(u)
             except ValidationError:
                 raise ValueError("each base URL must be an http(s) URL such as http://vllm:8000/v1") from None
-            # aiohttp refuses URL credentials beside our bearer header, and / or an error could echo
+            # Credentials in a URL would sit beside our bearer header, and an error could echo
             # them: refuse at start-up (the key for vLLM belongs in VLLM_API_KEY).
             if url.username or url.password:
                 raise ValueError("must not contain credentials (user:password@); put vLLM's key in VLLM_API_KEY")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aiohttp
 import orjson
 from starlette.responses import Response
 
+from . import http1
 from .errors import error_body
 from .limits import note_events
 from .metrics import Metrics
@@ -60,11 +60,11 @@ class Relay:
 class UpstreamStream(Response):
     """An ASGI response that pumps ``resp`` to the client through ``relay``.
 
-    A watcher task waits for ``http.disconnect``; when the client goes away it closes the
-    upstream connection, which is how vLLM learns to abort the generation.
+    When the client goes away the upstream connection is closed, which is how vLLM learns to
+    abort the generation.
     """
 
-    def __init__(self, resp: aiohttp.ClientResponse, relay: Relay, metrics: Metrics) -> None:
+    def __init__(self, resp: http1.Response, relay: Relay, metrics: Metrics) -> None:
         self.resp = resp
         self.relay = relay
         self.metrics = metrics
@@ -76,28 +76,36 @@ class UpstreamStream(Response):
         relay = self.relay
         gone = False
 
-        async def watch() -> None:
+        def left() -> None:
             nonlocal gone
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    gone = True
-                    resp.close()  # drop the upstream socket: vLLM aborts the request
-                    return
+            gone = True
+            resp.close()  # drop the upstream socket: vLLM aborts the request
 
-        watcher = asyncio.ensure_future(watch())
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            left()
+
+        # Under the wrapper's own server the connection says when the client left; elsewhere a
+        # task waits for http.disconnect.
+        exchange = scope.get("extensions", {}).get("wrapper.exchange")
+        watcher = None
+        if exchange is not None:
+            exchange.when_gone(left)
+        else:
+            watcher = asyncio.ensure_future(watch())
         self.metrics.streams.inc()
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             try:
-                async for chunk in resp.content.iter_any():
+                async for chunk in resp.iter_chunks():
                     out = relay.transform(chunk)
                     if out:
                         await send({"type": "http.response.body", "body": out, "more_body": True})
                     if gone:
                         break
                 tail = b""
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (http1.UpstreamError, TimeoutError) as exc:
                 if gone:
                     tail = b""
                 else:
@@ -119,5 +127,8 @@ class UpstreamStream(Response):
             if gone:  # logged and counted as 499 by the gateway
                 scope.setdefault("state", {})["client_gone"] = True
             self.metrics.streams.dec()
-            watcher.cancel()
-            resp.close()
+            if watcher is not None:
+                watcher.cancel()
+            else:
+                exchange.when_gone(None)
+            resp.release()  # a stream read to its end keeps its connection for the next request

@@ -1,5 +1,5 @@
-"""The one place that talks to vLLM: a pooled aiohttp session, retries, timeouts, and the
-choice of replica (``wrapper/routing``) for every attempt.
+"""The one place that talks to vLLM: pooled keep-alive connections (``wrapper/http1``), retries,
+timeouts, and the choice of replica (``wrapper/routing``) for every attempt.
 
 ``Upstream.ready()`` is the seam for the scale-to-zero gate (``wrapper/scaling``, on when
 ``VLLM_IDLE_TIMEOUT > 0``): every call goes through it before the first byte is sent upstream.
@@ -14,8 +14,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import aiohttp
+import orjson
 
+from . import http1
 from .errors import APIError
 from .routing import DNS_CACHE_SECONDS, Backend, build_router
 from .settings import Settings
@@ -43,24 +44,24 @@ class Reply:
     retry_after: str | None = None
 
 
-async def read_and_close(resp: aiohttp.ClientResponse) -> bytes:
+async def read_and_close(resp: http1.Response) -> bytes:
     """The body of a stream the server refused (non-200), best effort; the socket is released."""
     try:
         return await resp.read()
     except Exception:
         return b""
     finally:
-        resp.close()
+        resp.release()
 
 
-def _held(resp: aiohttp.ClientResponse, b: Backend) -> aiohttp.ClientResponse:
+def _held(resp: http1.Response, b: Backend) -> http1.Response:
     """Keep ``b``'s in-flight slot until ``resp``'s connection is released or closed."""
-    conn = resp.connection
-    if conn is None:  # nothing left to read: already released
-        b.release()
-    else:
-        conn.add_callback(b.release)
+    resp.on_release(b.release)
     return resp
+
+
+def _header_lines(headers: dict[str, str]) -> bytes:
+    return b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers.items())
 
 
 class Upstream:
@@ -74,16 +75,12 @@ class Upstream:
         if settings.modal_key is not None and settings.modal_secret is not None:  # Modal's proxy auth
             self._headers["Modal-Key"] = settings.modal_key.get_secret_value()
             self._headers["Modal-Secret"] = settings.modal_secret.get_secret_value()
-        self._session: aiohttp.ClientSession | None = None
+        self._header_lines = _header_lines(self._headers)
+        self._client: http1.Client | None = None
         self.router = build_router(settings)
         several = len(settings.base_urls) > 1 or settings.discovery != "static"
-        connect = min(settings.timeout, FAILOVER_CONNECT_SECONDS) if several else None
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=None, connect=settings.timeout, sock_connect=connect, sock_read=settings.timeout
-        )
-        self._plain_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect
-        )  # asyncio.timeout() covers the rest
+        # A stream's reads time out after VLLM_TIMEOUT of silence; asyncio.timeout() bounds the rest.
+        self._connect_timeout = min(settings.timeout, FAILOVER_CONNECT_SECONDS) if several else None
         # Prefix routing hashes the prompt (a few microseconds); skipped when there is one backend.
         self.keyed = several and self.router.policy.name == "prefix"
         self._served_model: str | None = None
@@ -96,34 +93,25 @@ class Upstream:
 
     # -- life cycle --------------------------------------------------------------------------
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=0,  # no pool cap: vLLM does its own scheduling/queueing
-            keepalive_timeout=4.0,  # below uvicorn's 5 s idle close, avoids stale sockets
-            ttl_dns_cache=DNS_CACHE_SECONDS,  # pod DNS names follow a rescheduled pod (routing/README.md)
-            enable_cleanup_closed=False,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-            timeout=aiohttp.ClientTimeout(total=None),
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),  # no cookies from the model server: skip the jar work
-        )
+        # No pool cap (vLLM does its own scheduling and queueing); idle connections close after
+        # 4 s, below uvicorn's 5 s, so the pool never sends on a socket the server is closing;
+        # pod DNS names are re-resolved every 5 s to follow a rescheduled pod (routing/README.md).
+        self._client = http1.Client(keepalive_timeout=4.0, dns_ttl=DNS_CACHE_SECONDS)
         self.router.start(self._probe_backend)
         if self.router.discovery is not None:
             self.router.discovery.start()
 
     async def close(self) -> None:
         await self.router.stop()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:  # pragma: no cover - start() runs in the app lifespan
-            raise RuntimeError("upstream session not started")
-        return self._session
+    def client(self) -> http1.Client:
+        if self._client is None:  # pragma: no cover - start() runs in the app lifespan
+            raise RuntimeError("upstream client not started")
+        return self._client
 
     # -- the seam ----------------------------------------------------------------------------
     async def ready(self) -> None:
@@ -133,12 +121,10 @@ class Upstream:
             await self.gate()
 
     # -- requests ----------------------------------------------------------------------------
-    def _headers_for(self, request_id: str | None) -> dict[str, str]:
-        if not request_id:
-            return self._headers
-        h = dict(self._headers)
-        h["X-Request-Id"] = request_id
-        return h
+    def _headers_for(self, request_id: str | None) -> bytes:
+        if not request_id:  # the gateway sends only ids of A-Za-z0-9._:- (wrapper/middleware.py)
+            return self._header_lines
+        return self._header_lines + b"X-Request-Id: " + request_id.encode() + b"\r\n"
 
     def _backoff(self, attempt: int, retry_after: str | None = None) -> float:
         base = self.settings.retry_backoff
@@ -160,7 +146,7 @@ class Upstream:
         deadline: float | None,
         stream: bool = False,
         key: int | None = None,
-    ) -> aiohttp.ClientResponse:
+    ) -> http1.Response:
         """Send with retries; return a response whose status is final (not yet read).
 
         Each attempt goes to the replica the router picks; a failed attempt (connect error,
@@ -170,7 +156,9 @@ class Upstream:
         connection is released (body read, stream closed)."""
         attempts = self.settings.max_retries + 1
         headers = self._headers_for(request_id)
-        timeout = self._stream_timeout if stream else self._plain_timeout
+        client = self.client
+        connect_timeout = self._connect_timeout
+        read_timeout = self.settings.timeout if stream else None
         router = self.router
         last_error = "upstream unavailable"
         retry_after: str | None = None
@@ -183,13 +171,10 @@ class Upstream:
                 b = router.pick(key, tried)
                 assert b is not None
             try:
-                resp = await self.session.request(method, b.url(path), data=body, headers=headers, timeout=timeout)
-            except (
-                aiohttp.ClientConnectorError,
-                aiohttp.ServerDisconnectedError,
-                aiohttp.ClientOSError,
-                aiohttp.ConnectionTimeoutError,
-            ) as exc:
+                resp = await client.request(
+                    method, b.url(path), body, headers, connect_timeout=connect_timeout, read_timeout=read_timeout
+                )
+            except (http1.ConnectError, http1.ServerDisconnected) as exc:
                 b.release()
                 last_error = f"cannot reach the model server: {type(exc).__name__}"
                 retry_after = None
@@ -258,14 +243,14 @@ class Upstream:
                     resp.release()
         except TimeoutError:
             raise APIError(504, f"the model server did not answer within {timeout:g} s") from None
-        except aiohttp.ClientError as exc:
+        except http1.UpstreamError as exc:
             raise APIError(502, f"the model server broke the connection: {type(exc).__name__}") from None
         h = resp.headers
         return Reply(resp.status, h.get("Content-Type", "application/json"), data, h.get("Retry-After"))
 
     async def open_stream(
         self, path: str, body: bytes, request_id: str | None = None, key: int | None = None
-    ) -> aiohttp.ClientResponse:
+    ) -> http1.Response:
         """Start a streamed call; the caller reads and must ``close()`` it.
 
         Retries happen only here, before any byte went to the client. Reads then time out
@@ -288,14 +273,16 @@ class Upstream:
             try:
                 async with asyncio.timeout(self.settings.health_timeout):
                     backend = self.router.pool.candidates()[0]
-                    resp = await self.session.get(backend.base + "/models", headers=self._headers)
-                    async with resp:
-                        if resp.status == 200:
-                            data = await resp.json(content_type=None)
-                            models = data.get("data") or []
-                            if models and isinstance(models[0], dict):
-                                self._served_model = models[0].get("id")
-            except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
+                    resp = await self.client.request("GET", backend.url("/models"), None, self._header_lines)
+                    try:
+                        body = await resp.read()
+                    finally:
+                        resp.release()
+                    if resp.status == 200:
+                        models = orjson.loads(body).get("data") or []
+                        if models and isinstance(models[0], dict):
+                            self._served_model = models[0].get("id")
+            except (http1.UpstreamError, TimeoutError, ValueError, AttributeError):
                 return None
         return self._served_model
 
@@ -342,8 +329,11 @@ class Upstream:
     async def _probe_backend(self, b: Backend) -> bool:
         try:
             async with asyncio.timeout(self.settings.health_timeout):
-                resp = await self.session.get(b.root + "/health", headers=self._headers)
-                async with resp:
-                    return resp.status == 200
-        except (aiohttp.ClientError, TimeoutError):
+                resp = await self.client.request("GET", b.root + "/health", None, self._header_lines)
+                try:
+                    await resp.read()
+                finally:
+                    resp.release()
+                return resp.status == 200
+        except (http1.UpstreamError, TimeoutError):
             return False

@@ -66,20 +66,112 @@ def test_a_replica_whose_health_fails_gets_no_new_requests_until_it_passes_again
             r.stop()
 
 
-def test_the_http_client_keeps_a_resolved_name_for_seconds_not_minutes():
-    # aiohttp caches each host's addresses for ttl_dns_cache seconds and never drops them when a
-    # connect fails (aiohttp/connector.py: TCPConnector(ttl_dns_cache=...) -> _DNSCacheTable(ttl=...)):
-    # that TTL is how long a rescheduled pod's new IP stays unseen.
-    async def ttl() -> float | None:
+class Resolver:
+    """Stands in for cluster DNS (none runs here): ``name`` resolves to ``address``, which the test
+    changes the way a rescheduled pod's record changes; every lookup is counted."""
+
+    def __init__(self, name: str, address: str) -> None:
+        self.name, self.address, self.lookups = name, address, 0
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        real = loop.getaddrinfo
+
+        async def getaddrinfo(host, port, *args, **kwargs):
+            if host == self.name:
+                self.lookups += 1
+                host = self.address
+            return await real(host, port, *args, **kwargs)
+
+        loop.getaddrinfo = getaddrinfo  # type: ignore[method-assign]
+
+
+class Pod:
+    """A loopback HTTP server that answers every request with ``who`` (keep-alive)."""
+
+    def __init__(self, who: bytes) -> None:
+        self.who = who
+        self.open: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> Pod:
+        self.server = await asyncio.start_server(self.serve, host, port)
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Gone, as a deleted pod is: nothing listens, and its connections are closed."""
+        assert self.server is not None
+        self.server.close()
+        for w in list(self.open):
+            w.close()
+        await self.server.wait_closed()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        who = self.who
+        self.open.add(writer)
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                    % (len(who), who)
+                )
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.open.discard(writer)
+            writer.close()
+
+
+def test_a_rescheduled_pod_s_new_address_is_used_from_the_first_failed_connect():
+    # A pod comes back under the same DNS name with a new IP. The old IP refuses connections
+    # (nothing listens there any more); the wrapper must then resolve the name again at once,
+    # not keep dialling a cached address (aiohttp keeps it for ttl_dns_cache seconds, failures
+    # or not: aiohttp/connector.py, _DNSCacheTable).
+    name = "vllm-0.vllm-headless.ns.svc.cluster.local"
+
+    async def scenario() -> None:
+        old = await Pod(b'"old pod"').start("127.0.0.1", 0)
+        port = old.port
+        dns = Resolver(name, "127.0.0.1")
+        dns.install(asyncio.get_running_loop())
         up = Upstream(
-            Settings(
-                base_url="http://vllm-0.vllm-headless.ns.svc.cluster.local:8000/v1,http://vllm-1.vllm-headless.ns.svc.cluster.local:8000/v1"
-            )
+            Settings(base_url=f"http://{name}:{port}/v1,http://vllm-1.invalid:{port}/v1", routing="round-robin")
         )
         await up.start()
         try:
-            return up.session.connector._cached_hosts._ttl  # type: ignore[union-attr]
+            assert up.client.dns_ttl == DNS_CACHE_SECONDS <= 5  # at most CoreDNS's default TTL
+            first = await up.call("GET", "/models")
+            if first.body != b'"old pod"':  # round-robin started on the other (unresolvable) name
+                first = await up.call("GET", "/models")
+            assert first.body == b'"old pod"'
+            assert dns.lookups == 1
+
+            await old.stop()
+            new = await Pod(b'"new pod"').start("127.0.0.2", port)
+            dns.address = "127.0.0.2"
+            try:
+                for _ in range(4):  # the failover sends some attempts to vllm-1 (never resolves)
+                    reply = await up.call("GET", "/models")
+                    if reply.body == b'"new pod"':
+                        break
+                assert reply.body == b'"new pod"'
+                assert dns.lookups == 2  # one new lookup, right after the refused connect
+            finally:
+                await new.stop()
         finally:
             await up.close()
 
-    assert asyncio.run(ttl()) == DNS_CACHE_SECONDS <= 5
+    asyncio.run(scenario())

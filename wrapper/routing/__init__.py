@@ -23,9 +23,9 @@ if TYPE_CHECKING:  # pragma: no cover
 # How long the HTTP client keeps a resolved name. Replicas on Kubernetes are pod DNS names under
 # the headless Service; a rescheduled pod comes back under the same name with a new IP, and
 # CoreDNS serves the new record within its own TTL (5 s by default, 30 s in kubeadm's Corefile).
-# aiohttp never drops a cached address when connecting to it fails, so with its 300 s the
-# wrapper would keep dialling the old IP for minutes. Resolving at most every 5 s costs nothing:
-# pooled keep-alive connections do not resolve at all.
+# A cached address kept for minutes (aiohttp's default is 300 s) would keep the wrapper dialling
+# the old IP. ``wrapper/http1`` resolves at most every 5 s and forgets an address that failed to
+# connect; pooled keep-alive connections do not resolve at all.
 DNS_CACHE_SECONDS = 5
 
 

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from hashlib import blake2b
 from urllib.parse import urlsplit
 
-from yarl import URL
-
 from ..settings import root_of
 
 
@@ -54,7 +52,7 @@ class Backend:
     requests: int = 0  # sent to this replica (every attempt)
     failed: int = 0  # attempts that failed (connect error, 502/503/504)
     ejections: int = 0
-    _urls: dict[str, URL] = field(default_factory=dict)
+    _urls: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.root = root_of(self.base)
@@ -64,10 +62,10 @@ class Backend:
     def ejected(self) -> bool:
         return self.ejected_until is not None
 
-    def url(self, path: str) -> URL:
+    def url(self, path: str) -> str:
         u = self._urls.get(path)
         if u is None:
-            u = self._urls[path] = URL(self.base + path)
+            u = self._urls[path] = self.base + path
         return u
 
     def release(self) -> None:
