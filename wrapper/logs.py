@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -44,11 +45,14 @@ class AccessLog:
     """The per-request line, written without building a LogRecord (it is on the hot path).
 
     Same JSON shape as the other lines; goes wherever the ``wrapper.access`` logger's
-    handlers would write (stderr), and obeys that logger's level.
+    handlers would write (stderr), and obeys that logger's level. The lines of the requests
+    that end in one turn of the event loop leave in one write at the end of that turn: under
+    load that is one system call for many requests, and no line waits longer than the turn.
     """
 
     def __init__(self) -> None:
         self.logger = logging.getLogger("wrapper.access")
+        self._pending: list[bytes] = []
 
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
@@ -67,9 +71,21 @@ class AccessLog:
                 "duration_ms": duration_ms,
             }
         )
-        stream = sys.stderr
+        pending = self._pending
+        pending.append(line)
+        if len(pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no event loop: write it now
+                self.flush()
+
+    def flush(self) -> None:
+        lines, self._pending = self._pending, []
+        if not lines:
+            return
+        lines.append(b"")
         try:
-            stream.write(line.decode() + "\n")
+            sys.stderr.write(b"\n".join(lines).decode())
         except (OSError, ValueError):  # pragma: no cover - closed stderr
             pass
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -28,7 +28,8 @@ _RID_OK = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 def _new_request_id() -> bytes:
-    return os.urandom(12).hex().encode()
+    # An id to find a request's lines by, not a secret: no system call per request.
+    return b"%024x" % random.getrandbits(96)
 
 
 # POST routes whose body is JSON: read here (size limit, VLLM_BODY_TIMEOUT) before dispatch.
@@ -103,12 +104,24 @@ class GatewayMiddleware:
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
             await send(message)
 
-        async def reply(exc: APIError) -> None:
-            body = orjson.dumps(exc.body())
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
-            await send_({"type": "http.response.start", "status": exc.status, "headers": headers})
+        exchange = scope.get("extensions", {}).get("wrapper.exchange")
+
+        async def respond(code: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+            """A whole fixed-length response (``headers`` without content-length)."""
+            nonlocal status, started
+            if exchange is not None:  # one write, no ASGI messages (wrapper/server.py)
+                status, started = code, True
+                headers.append((b"x-request-id", rid))
+                exchange.respond(code, headers, body)
+                return
+            headers.append((b"content-length", b"%d" % len(body)))
+            await send_({"type": "http.response.start", "status": code, "headers": headers})
             await send_({"type": "http.response.body", "body": body})
+
+        async def reply(exc: APIError) -> None:
+            headers = [(b"content-type", b"application/json")]
+            headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+            await respond(exc.status, headers, orjson.dumps(exc.body()))
 
         try:
             if n_auth > 1:
@@ -153,7 +166,7 @@ class GatewayMiddleware:
                     return
                 limiter = self.limiter
                 if limiter is None:
-                    await self._dispatch(scope, receive, send_, path, raw, rid_s)
+                    await self._dispatch(scope, receive, send_, respond, exchange, path, raw, rid_s)
                 else:
                     who = limiter.caller(authorization, scope.get("client"))
                     try:
@@ -163,7 +176,7 @@ class GatewayMiddleware:
                         return
                     charge = limiter.start_usage(raw)
                     try:
-                        await self._dispatch(scope, receive, send_, path, raw, rid_s)
+                        await self._dispatch(scope, receive, send_, respond, exchange, path, raw, rid_s)
                     finally:
                         limiter.charge(who, charge)
                 if state.get("client_gone"):
@@ -180,7 +193,7 @@ class GatewayMiddleware:
             if access_log.enabled():
                 access_log.write(rid_s, method, path, status, round(elapsed * 1000, 3))
 
-    async def _dispatch(self, scope, receive, send, path: str, raw: bytes, rid: str) -> None:
+    async def _dispatch(self, scope, receive, send, respond, exchange, path: str, raw: bytes, rid: str) -> None:
         route = self.fast.get(path)
         if route is None:  # /chat: FastAPI validates the body we already read
             await self.app(scope, _replay(raw, receive), send)
@@ -188,11 +201,15 @@ class GatewayMiddleware:
         # Hot path: the OpenAI pass-through routes skip FastAPI's routing and dependency
         # machinery (their schema is still declared on the FastAPI app).
         try:
-            response = await self._until_disconnect(route(raw, rid), receive)
+            response = await self._until_disconnect(route(raw, rid), receive, exchange)
         except APIError as exc:
             response = exc.response()
         if response is None:  # the client left: the upstream call was cancelled
             scope["state"]["client_gone"] = True
+            return
+        if type(response) is Response:  # a plain answer: status, headers and body in one write
+            headers = [h for h in response.raw_headers if h[0] != b"content-length"]
+            await respond(response.status_code, headers, response.body)
             return
         await response(scope, receive, send)
 
@@ -210,15 +227,34 @@ class GatewayMiddleware:
             ) from None
 
     @staticmethod
-    async def _until_disconnect(call: Awaitable[Response], receive) -> Response | None:
+    async def _until_disconnect(call: Awaitable[Response], receive, exchange=None) -> Response | None:
         """Await ``call``; if the client disconnects first, cancel it and return None.
 
         Cancelling drops the upstream connection, so vLLM aborts a non-streamed generation
-        nobody will read (streams have their own watcher in ``UpstreamStream``).
+        nobody will read (streams have their own watcher in ``UpstreamStream``). Under the
+        wrapper's own server the connection says when the client left (``Exchange.when_gone``);
+        elsewhere a second task waits for ``http.disconnect``.
         """
         task = asyncio.current_task()
         assert task is not None  # called from a request's task
         gone = False
+        if exchange is not None:
+
+            def left() -> None:
+                nonlocal gone
+                gone = True
+                task.cancel()
+
+            exchange.when_gone(left)
+            try:
+                return await call
+            except asyncio.CancelledError:
+                if gone:
+                    task.uncancel()
+                    return None
+                raise
+            finally:
+                exchange.when_gone(None)
 
         async def watch() -> None:
             nonlocal gone
