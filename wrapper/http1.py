@@ -200,9 +200,11 @@ class Client:
         self._sweeper = None
         left = False
         for origin in self._origins.values():
-            keep = [c for c in origin.idle if c.usable(self.keepalive_timeout)]
+            keep = []
             for c in origin.idle:
-                if c not in keep:
+                if c.usable(self.keepalive_timeout):
+                    keep.append(c)
+                else:
                     c.close()
             origin.idle[:] = keep
             left = left or bool(keep)
@@ -272,12 +274,6 @@ class Connection(asyncio.Protocol):
         r = self.response
         if r is not None:
             r.lost(exc)
-
-    def pause_writing(self) -> None:  # pragma: no cover - requests are small
-        pass
-
-    def resume_writing(self) -> None:  # pragma: no cover
-        pass
 
     # -- httptools callbacks ------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:

@@ -238,32 +238,22 @@ class GatewayMiddleware:
         task = asyncio.current_task()
         assert task is not None  # called from a request's task
         gone = False
-        if exchange is not None:
 
-            def left() -> None:
-                nonlocal gone
-                gone = True
-                task.cancel()
-
-            exchange.when_gone(left)
-            try:
-                return await call
-            except asyncio.CancelledError:
-                if gone:
-                    task.uncancel()
-                    return None
-                raise
-            finally:
-                exchange.when_gone(None)
-
-        async def watch() -> None:
+        def left() -> None:
             nonlocal gone
-            while (await receive())["type"] != "http.disconnect":
-                pass
             gone = True
             task.cancel()
 
-        watcher = asyncio.get_running_loop().create_task(watch())
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            left()
+
+        watcher = None
+        if exchange is not None:
+            exchange.when_gone(left)
+        else:
+            watcher = asyncio.get_running_loop().create_task(watch())
         try:
             return await call
         except asyncio.CancelledError:
@@ -272,7 +262,10 @@ class GatewayMiddleware:
                 return None
             raise
         finally:
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
+            else:
+                exchange.when_gone(None)
 
     def _too_large(self) -> APIError:
         return APIError(413, f"request body larger than {self.max_body} bytes", code="request_too_large")
