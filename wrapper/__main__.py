@@ -14,21 +14,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vllm-wrapper: {exc}", file=sys.stderr)
         return 2
 
-    import uvicorn
-
     from .logs import setup_logging
-    from .server import install_guard, uvicorn_options
+    from .server import install_guard, serve, uvicorn_options
 
     setup_logging(settings.log_level)
-    options = uvicorn_options(settings)
     if settings.workers > 1:  # each worker installs its own guard (wrapper/asgi.py)
-        uvicorn.run("wrapper.asgi:app", workers=settings.workers, **options)
+        import uvicorn
+
+        uvicorn.run("wrapper.asgi:app", workers=settings.workers, **uvicorn_options(settings))
     else:
         from .app import create_app
 
         app = create_app(settings)
         install_guard(settings, app.metrics.registry)
-        uvicorn.run(app, **options)
+        serve(app, settings)
     return 0
 
 

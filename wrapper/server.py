@@ -21,14 +21,17 @@ The body timeout (``VLLM_BODY_TIMEOUT``, a 408) is enforced where the body is re
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import resource
 import time
 from collections import Counter as Tally
 from collections.abc import Callable
+from types import FrameType
 from typing import Any, ClassVar
 
 import orjson
+import uvicorn
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -39,6 +42,7 @@ log = logging.getLogger("wrapper.connections")
 
 FD_PER_CONNECTION = 2  # the client's socket and, while a request runs, one to vLLM
 FD_RESERVE = 64  # listening socket, logs, the Kubernetes API, DNS...
+LOG_EVERY = 5.0  # seconds between two lines counting closed or refused connections
 
 
 def _raw_error(status: int, reason: str, message: str, extra: bytes = b"") -> bytes:
@@ -75,9 +79,10 @@ class ConnectionGuard:
         self.header_timeout = header_timeout
         self.waiting: dict[GuardedHttpToolsProtocol, float] = {}  # insertion order = start order
         self.connections: set[Any] = set()
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.TimerHandle | None = None  # armed only while a connection waits
         self._unlogged: Tally[str] = Tally()
-        self._logged_at = 0.0
+        self._logged_at = -LOG_EVERY
+        self._log_timer: asyncio.TimerHandle | None = None
         self.closed = Counter(
             "vllm_wrapper_connections_closed",
             "Client connections the wrapper closed or refused (header_timeout, idle_timeout, evicted, over_limit)",
@@ -93,8 +98,6 @@ class ConnectionGuard:
     # -- called by the protocol ----------------------------------------------------------------
     def admit(self, conn: GuardedHttpToolsProtocol) -> bool:
         self.connections = conn.connections  # uvicorn's own set (same object for every connection)
-        if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         if len(conn.connections) > self.max_connections:
             if self.waiting:
                 oldest = next(iter(self.waiting))
@@ -110,6 +113,8 @@ class ConnectionGuard:
     def wait(self, conn: GuardedHttpToolsProtocol) -> None:
         conn.head_bytes = False
         self.waiting[conn] = time.monotonic()
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(self.header_timeout, self._sweep)
 
     def done_waiting(self, conn: GuardedHttpToolsProtocol) -> None:
         self.waiting.pop(conn, None)
@@ -127,29 +132,33 @@ class ConnectionGuard:
     def _count(self, reason: str) -> None:
         self.closed.labels(reason).inc()
         self._unlogged[reason] += 1
+        if self._log_timer is None:  # one line per 5 s at most, whatever the rate of closes
+            delay = max(0.0, self._logged_at + LOG_EVERY - time.monotonic())
+            self._log_timer = asyncio.get_running_loop().call_later(delay, self._log_counts)
 
-    async def _sweep(self) -> None:
-        period = min(1.0, self.header_timeout / 4)
-        while True:
-            await asyncio.sleep(period)
-            cutoff = time.monotonic() - self.header_timeout
-            while self.waiting:
-                conn, since = next(iter(self.waiting.items()))
-                if since > cutoff:
-                    break
-                self._close(conn, "header_timeout" if conn.head_bytes else "idle_timeout")
-            self._flush_log()
-
-    def _flush_log(self) -> None:
+    def _sweep(self) -> None:
+        # One timer, due when the oldest waiting connection's head timeout ends; none while no
+        # connection waits, so an idle wrapper is not woken (a periodic sweep cost CPU at rest).
+        self._sweeper = None
         now = time.monotonic()
-        if self._unlogged and now - self._logged_at >= 5.0:
-            self._logged_at = now
-            counts = dict(self._unlogged)
-            self._unlogged.clear()
-            log.warning(
-                "client connections closed or refused",
-                extra={"counts": counts, "open": len(self.connections), "max_connections": self.max_connections},
-            )
+        cutoff = now - self.header_timeout
+        while self.waiting:
+            conn, since = next(iter(self.waiting.items()))
+            if since > cutoff:
+                delay = since - cutoff
+                self._sweeper = asyncio.get_running_loop().call_later(delay, self._sweep)
+                break
+            self._close(conn, "header_timeout" if conn.head_bytes else "idle_timeout")
+
+    def _log_counts(self) -> None:
+        self._log_timer = None
+        self._logged_at = time.monotonic()
+        counts = dict(self._unlogged)
+        self._unlogged.clear()
+        log.warning(
+            "client connections closed or refused",
+            extra={"counts": counts, "open": len(self.connections), "max_connections": self.max_connections},
+        )
 
 
 _HEAD_TIMEOUT = b""
@@ -321,6 +330,52 @@ def install_guard(settings: Settings, registry: CollectorRegistry | None) -> Con
     guard = ConnectionGuard(max_connections=cap, header_timeout=settings.header_timeout, registry=registry)
     GuardedHttpToolsProtocol.guard = guard
     return guard
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn's server, woken once a second (to renew the ``date`` header) instead of ten times,
+    and at once by SIGTERM or SIGINT.
+
+    uvicorn polls ``should_exit`` every 0.1 s: most of an idle wrapper's CPU, and a share of
+    every request's when requests are spaced out (benchmarks/wrapper_bench.py, sequential rows).
+    """
+
+    tick_seconds = 1.0
+    _wake: asyncio.Future[None] | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    async def main_loop(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        ticks = 0
+        while not await self.on_tick(ticks * 10):  # on_tick renews the date when its count % 10 == 0
+            ticks += 1
+            wake = self._wake = loop.create_future()
+            timer = loop.call_later(self.tick_seconds, _resolve, wake)
+            await wake
+            timer.cancel()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(_resolve, self._wake)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def serve(app: Any, settings: Settings) -> None:
+    """Run ``app`` in this process until SIGTERM or SIGINT (``python -m wrapper``, one worker)."""
+    config = uvicorn.Config(app, **uvicorn_options(settings))
+    server = QuietServer(config)
+    # What start-up built (FastAPI, pydantic, prometheus-client: most of the heap) lives as long
+    # as the process: keep the collector from walking it again and again between requests.
+    gc.collect()
+    gc.freeze()
+    server.run()
+    if not server.started:
+        raise SystemExit(3)  # uvicorn's STARTUP_FAILURE: the port was taken, or startup failed
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
