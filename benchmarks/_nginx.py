@@ -1,7 +1,8 @@
 """nginx as a plain reverse proxy for the benchmark: the C floor for one more HTTP hop.
 
 Debian's nginx (``.ci/install-nginx``), one process (``master_process off``, so the CPU figure
-is that process's), keep-alive to the upstream, no buffering either way, HTTP/1.1 upstream.
+is that process's), keep-alive to the upstream, no buffering either way, HTTP/1.1 upstream, and
+its default access log (a line per request, as the wrapper writes).
 Its config, pid file, temp paths and error log live in ``workdir`` (the benchmark's temp dir).
 """
 
@@ -23,7 +24,7 @@ pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    {access_log}
     client_body_temp_path {dir}/client_body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
@@ -62,14 +63,16 @@ def nginx_binary() -> str:
 class Nginx(ServerProcess):
     """nginx in front of ``upstream_base`` (an OpenAI base URL, ``.../v1``), on 127.0.0.1."""
 
-    def __init__(self, upstream_base: str, workdir: Path, api_key: str | None = None) -> None:
+    def __init__(self, upstream_base: str, workdir: Path, api_key: str | None = None, access_log: bool = True) -> None:
+        """``access_log``: one line per request to a file, nginx's default (the wrapper writes one too)."""
         port = free_port()
         u = urlsplit(upstream_base)
         workdir.mkdir(parents=True, exist_ok=True)
         # The upstream key is added by the proxy, as the wrapper adds VLLM_API_KEY.
         auth = f'            proxy_set_header Authorization "Bearer {api_key}";\n' if api_key else ""
         conf = workdir / "nginx.conf"
-        conf.write_text(CONF.format(dir=workdir, upstream=u.netloc, port=port, auth=auth))
+        log = f"access_log {workdir}/access.log;" if access_log else "access_log off;"
+        conf.write_text(CONF.format(dir=workdir, upstream=u.netloc, port=port, auth=auth, access_log=log))
         conf.chmod(0o600)
         cmd = [nginx_binary(), "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")]
         super().__init__(cmd, port, ready="/health")

@@ -7,8 +7,9 @@
 Everything comes from one run on this machine: it starts a real vLLM (tests/support/real_vllm.py,
 tiny fast model; or uses --vllm-url), two fast echo upstreams (tests/wrapper/upstream_faults.py),
 and in front of each upstream nginx (benchmarks/_nginx.py: Debian's, a plain reverse proxy with
-keep-alive and no buffering, the C floor for one more hop), the wrapper (``python -m wrapper``)
-and the baseline (benchmarks/_passthrough.py), each as its own process on 127.0.0.1; plus one
+keep-alive and no buffering, logging each request as the wrapper does: the C floor for one more
+hop), the wrapper (``python -m wrapper``) and the baseline (benchmarks/_passthrough.py), each as
+its own process on 127.0.0.1; plus one
 wrapper routing over both echo upstreams (``VLLM_BASE_URL=a,b``, prefix policy). It prints a
 side-by-side table, then each figure as a ratio to nginx's, and the issue-21 targets. Not a
 test: it prints figures. Every file (configs, logs, vLLM's temp files) lives in one temp dir,
