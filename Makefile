@@ -52,9 +52,12 @@ deps-apt:
 	bash .ci/install-shellcheck
 	bash .ci/install-prometheus
 
-# Everything that needs no vLLM process and no checkov (markers set in tests/conftest.py).
+# Everything that needs no vLLM process and no checkov (markers set in tests/conftest.py), on
+# FAST_WORKERS pytest-xdist workers (most of these tests wait on a subprocess or a timeout, not a
+# CPU). `make test` stays serial: its real vLLM suites pin each replica to a core of its own.
+FAST_WORKERS ?= 4
 test-fast: install
-	$(PY) -m pytest -m "not vllm and not checkov"
+	$(PY) -m pytest -m "not vllm and not checkov" -n $(FAST_WORKERS) --dist worksteal
 
 # What benchmarks/wrapper_bench.py needs beyond the venvs: Debian's nginx (the C floor it compares with).
 bench-deps: install

@@ -37,8 +37,18 @@ def test_make_test_runs_check_before_any_test() -> None:
 
 def test_make_test_fast_needs_neither_vllm_nor_checkov() -> None:
     lines = dry_run("test-fast")
-    assert '.venv/bin/python -m pytest -m "not vllm and not checkov"' in lines
+    (run,) = [line for line in lines if line.startswith(".venv/bin/python -m pytest")]
+    assert run.startswith('.venv/bin/python -m pytest -m "not vllm and not checkov"'), run
     assert not [line for line in lines if "install-vllm" in line or "install-checkov" in line]
+
+
+def test_make_test_fast_runs_on_parallel_workers_and_make_test_stays_serial() -> None:
+    (fast,) = [line for line in dry_run("test-fast") if line.startswith(".venv/bin/python -m pytest")]
+    assert fast.endswith(" -n 4 --dist worksteal"), fast
+    (full,) = [line for line in dry_run("test") if line.endswith("-m pytest")]
+    assert " -n " not in full, full
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    assert "pytest-xdist==3.8.0" in dev
 
 
 def test_linters_are_pinned_and_configured() -> None:
