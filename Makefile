@@ -19,6 +19,10 @@ endif
 
 WRAPPER_IMAGE ?= ghcr.io/vllm-deploy/wrapper:0.1.0
 
+# A shell (or CI image) that sets PYTHONDONTWRITEBYTECODE makes every Python process the tests
+# start compile its imports again (the wrapper, stand-ins, pulumi programs); let them keep bytecode.
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: install check test test-fast bench bench-deps up down preview destroy render image golden generate
 
 $(VENV)/.installed: pyproject.toml
