@@ -1,5 +1,6 @@
-"""The Makefile's habits: `make test` runs `make check` first; `make test-fast` leaves out the tiers
-that need vLLM or checkov; the linters are pinned in the dev extra and configured in pyproject."""
+"""The Makefile's habits: `make test` runs `make check` first, then every test serially; `make
+test-fast` leaves out the tiers that need vLLM or checkov and runs on parallel workers; the linters
+are pinned in the dev extra and configured in pyproject."""
 
 from __future__ import annotations
 
