@@ -8,7 +8,7 @@ STACK  ?= local
 # .pulumi-state/, with no passphrase unless you set one. Every other stack uses yours
 # (PULUMI_BACKEND_URL, or a `pulumi login`, which Pulumi records in ~/.pulumi/credentials.json);
 # only a machine with neither gets the file backend, where .ci/pulumi-stack then asks for a passphrase.
-PULUMI_LOGGED_IN := $(shell python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("current") or "")' \
+PULUMI_LOGGED_IN := $(shell python3 -S -c 'import json,sys; print(json.load(open(sys.argv[1])).get("current") or "")' \
 	"$(or $(PULUMI_HOME),$(HOME)/.pulumi)/credentials.json" 2>/dev/null)
 ifeq ($(STACK),local)
 export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
@@ -18,6 +18,10 @@ export PULUMI_BACKEND_URL := file://$(CURDIR)/.pulumi-state
 endif
 
 WRAPPER_IMAGE ?= ghcr.io/vllm-deploy/wrapper:0.1.0
+
+# A shell (or CI image) that sets PYTHONDONTWRITEBYTECODE makes every Python process the tests
+# start compile its imports again (the wrapper, stand-ins, pulumi programs); let them keep bytecode.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install check test test-fast bench bench-deps up down preview destroy render image golden generate
 
@@ -52,9 +56,12 @@ deps-apt:
 	bash .ci/install-shellcheck
 	bash .ci/install-prometheus
 
-# Everything that needs no vLLM process and no checkov (markers set in tests/conftest.py).
+# Everything that needs no vLLM process and no checkov (markers set in tests/conftest.py), on
+# FAST_WORKERS pytest-xdist workers (most of these tests wait on a subprocess or a timeout, not a
+# CPU). `make test` stays serial: its real vLLM suites pin each replica to a core of its own.
+FAST_WORKERS ?= 4
 test-fast: install
-	$(PY) -m pytest -m "not vllm and not checkov"
+	$(PY) -m pytest -m "not vllm and not checkov" -n $(FAST_WORKERS) --dist worksteal
 
 # What benchmarks/wrapper_bench.py needs beyond the venvs: Debian's nginx (the C floor it compares with).
 bench-deps: install

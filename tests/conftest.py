@@ -15,11 +15,14 @@ there and nowhere else.
 
 from __future__ import annotations
 
+import functools
 import os
+import ssl
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx._transports.default as httpx_transports
 import pytest
 
 from tests.support import real_vllm
@@ -79,6 +82,28 @@ def files_stay_in_pytest_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterat
             patch.setenv(name, str(path))
         patch.setattr(tempfile, "tempdir", str(dirs["TMPDIR"]))  # gettempdir() caches its answer
         yield root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_tls_context_for_httpx() -> Iterator[None]:
+    """Every ``httpx.get``/``httpx.post`` (and every ``httpx.Client``) builds a TLS context from
+    certifi's bundle (or $SSL_CERT_FILE), about 20 ms of CPU, though the tests speak plain HTTP to
+    127.0.0.1; in the test process the default one is built once and shared (an SSLContext is
+    made to be shared). Servers and CLIs the tests start are separate processes, untouched."""
+    build = httpx_transports.create_ssl_context
+
+    @functools.cache
+    def default_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+        return build()  # what httpx builds from certifi's bundle, or from SSL_CERT_FILE/SSL_CERT_DIR
+
+    def create_ssl_context(verify: object = True, cert: object = None, trust_env: bool = True) -> ssl.SSLContext:
+        if verify is True and cert is None and trust_env:
+            return default_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        return build(verify=verify, cert=cert, trust_env=trust_env)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(httpx_transports, "create_ssl_context", create_ssl_context)
+        yield
 
 
 @pytest.fixture(scope="session")

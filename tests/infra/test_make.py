@@ -1,8 +1,10 @@
-"""The Makefile's habits: `make test` runs `make check` first; `make test-fast` leaves out the tiers
-that need vLLM or checkov; the linters are pinned in the dev extra and configured in pyproject."""
+"""The Makefile's habits: `make test` runs `make check` first, then every test serially; `make
+test-fast` leaves out the tiers that need vLLM or checkov and runs on parallel workers; the linters
+are pinned in the dev extra and configured in pyproject."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tomllib
@@ -11,11 +13,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def dry_run(target: str) -> list[str]:
-    """The commands `make -n TARGET` would run (install steps included), one per line."""
+def dry_run(target: str, *variables: str) -> list[str]:
+    """The commands `make -n TARGET [NAME=VALUE...]` would run (install steps included), one per
+    line, with the Makefile's defaults (a FAST_WORKERS in the caller's environment left out)."""
     make = shutil.which("make")
     assert make, "GNU make is needed to run the project's targets"
-    result = subprocess.run([make, "-n", "-C", str(ROOT), target], capture_output=True, text=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k != "FAST_WORKERS"}
+    result = subprocess.run(
+        [make, "-n", "-C", str(ROOT), target, *variables], capture_output=True, text=True, timeout=60, env=env
+    )
     assert result.returncode == 0, result.stderr
     return [line.strip() for line in result.stdout.splitlines() if line.strip()]
 
@@ -37,8 +43,20 @@ def test_make_test_runs_check_before_any_test() -> None:
 
 def test_make_test_fast_needs_neither_vllm_nor_checkov() -> None:
     lines = dry_run("test-fast")
-    assert '.venv/bin/python -m pytest -m "not vllm and not checkov"' in lines
+    (run,) = [line for line in lines if line.startswith(".venv/bin/python -m pytest")]
+    assert run.startswith('.venv/bin/python -m pytest -m "not vllm and not checkov"'), run
     assert not [line for line in lines if "install-vllm" in line or "install-checkov" in line]
+
+
+def test_make_test_fast_runs_on_parallel_workers_and_make_test_stays_serial() -> None:
+    (fast,) = [line for line in dry_run("test-fast") if line.startswith(".venv/bin/python -m pytest")]
+    assert fast.endswith(" -n 4 --dist worksteal"), fast
+    (two,) = [line for line in dry_run("test-fast", "FAST_WORKERS=2") if line.startswith(".venv/bin/python -m pytest")]
+    assert two.endswith(" -n 2 --dist worksteal"), two
+    (full,) = [line for line in dry_run("test") if line.endswith("-m pytest")]
+    assert " -n " not in full, full
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    assert "pytest-xdist==3.8.0" in dev
 
 
 def test_linters_are_pinned_and_configured() -> None:

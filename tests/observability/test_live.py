@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.dashboard_png import render
 from components.observability import RULES_FILE, dashboard_model, dashboard_queries
 from tests.observability.live import NAMESPACE, LiveStack
 
@@ -91,6 +90,10 @@ def test_every_series_an_alert_reads_exists(live: LiveStack) -> None:
 
 
 def test_the_dashboard_picture_is_drawn_from_this_data(live: LiveStack, tmp_path: Path) -> None:
+    # Imported here: matplotlib takes ~0.4 s to import, paid by every process that collects this
+    # module (each `make test-fast` worker) though only this test (vllm tier) draws.
+    from benchmarks.dashboard_png import render
+
     # Enough history for lines, not a bound on anything.
     live.prometheus.wait_for_data(f'count_over_time(up{{namespace="{NAMESPACE}"}}[60s]) >= 30', timeout=180)
     end = time.time()
