@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,13 +120,16 @@ class Prometheus:
         assert data["resultType"] == "vector", (expr, data["resultType"])
         return data["result"]
 
-    def wait_for_data(self, expr: str, timeout: float = 120.0) -> list[dict]:
-        """The result of `expr` once it has a series with a finite value; fails naming `expr`."""
+    def wait_for_data(
+        self, expr: str, timeout: float = 120.0, until: Callable[[list[dict]], bool] | None = None
+    ) -> list[dict]:
+        """The result of `expr` once it has a series with a finite value (and ``until(result)``
+        holds: each series is first scraped at its own time); fails naming `expr`."""
         deadline = time.monotonic() + timeout
         result: list[dict] = []
         while time.monotonic() < deadline:
             result = self.query(expr)
-            if any(math.isfinite(float(s["value"][1])) for s in result):
+            if any(math.isfinite(float(s["value"][1])) for s in result) and (until is None or until(result)):
                 return result
             time.sleep(0.5)
         raise AssertionError(f"no finite data after {timeout} s for: {expr}\nlast result: {result}")

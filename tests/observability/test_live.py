@@ -50,8 +50,13 @@ def test_every_dashboard_query_returns_data(live: LiveStack) -> None:
 
 def test_the_error_panel_shows_the_404_and_the_503(live: LiveStack) -> None:
     (expr,) = [q for p, _, q in queries() if p["title"].startswith("Errors/s")]
-    statuses = {s["metric"]["status"] for s in live.prometheus.wait_for_data(expr)}
-    assert {"404", "503"} <= statuses
+
+    def statuses(result: list[dict]) -> set[str]:
+        return {s["metric"]["status"] for s in result}
+
+    # The 503 came first (the wake), the 404 after it: wait until Prometheus has both series.
+    result = live.prometheus.wait_for_data(expr, until=lambda r: {"404", "503"} <= statuses(r))
+    assert {"404", "503"} <= statuses(result)
 
 
 def test_the_variables_list_the_namespace_and_the_model(live: LiveStack) -> None:
