@@ -21,7 +21,6 @@ The body timeout (``VLLM_BODY_TIMEOUT``, a 408) is enforced where the body is re
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import resource
 import time
@@ -140,8 +139,7 @@ class ConnectionGuard:
         # One timer, due when the oldest waiting connection's head timeout ends; none while no
         # connection waits, so an idle wrapper is not woken (a periodic sweep cost CPU at rest).
         self._sweeper = None
-        now = time.monotonic()
-        cutoff = now - self.header_timeout
+        cutoff = time.monotonic() - self.header_timeout
         while self.waiting:
             conn, since = next(iter(self.waiting.items()))
             if since > cutoff:
@@ -369,10 +367,6 @@ def serve(app: Any, settings: Settings) -> None:
     """Run ``app`` in this process until SIGTERM or SIGINT (``python -m wrapper``, one worker)."""
     config = uvicorn.Config(app, **uvicorn_options(settings))
     server = QuietServer(config)
-    # What start-up built (FastAPI, pydantic, prometheus-client: most of the heap) lives as long
-    # as the process: keep the collector from walking it again and again between requests.
-    gc.collect()
-    gc.freeze()
     server.run()
     if not server.started:
         raise SystemExit(3)  # uvicorn's STARTUP_FAILURE: the port was taken, or startup failed
