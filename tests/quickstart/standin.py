@@ -16,22 +16,27 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
-from typing import Any, NoReturn
 
-WORLD = Path(os.environ["STANDIN_WORLD"])
-LOG = Path(os.environ["STANDIN_LOG"])
+# pathlib and typing would be a third of this program's start-up (it runs ~30 times per `make up`)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+WORLD = os.environ["STANDIN_WORLD"]
+LOG = os.environ["STANDIN_LOG"]
 # the Docker client's words without an engine (moby/moby, client/errors.go: ErrorConnectionFailed),
 # which `docker info` prints after an empty line on stdout (observed with docker 28.2.2 here)
 NO_ENGINE = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
 
 
 def load() -> dict[str, Any]:
-    return json.loads(WORLD.read_text())
+    with open(WORLD) as f:
+        return json.load(f)
 
 
 def save(world: dict[str, Any]) -> None:
-    WORLD.write_text(json.dumps(world, indent=1))
+    with open(WORLD, "w") as f:
+        f.write(json.dumps(world, indent=1))
 
 
 def fail(message: str, status: int = 1) -> NoReturn:
@@ -77,7 +82,8 @@ def curl(args: list[str]) -> None:
     served = world["served"].get(url)
     if served is None:
         fail("curl: (22) The requested URL returned error: 404", 22)
-    Path(out).write_bytes(Path(served).read_bytes())
+    with open(served, "rb") as source, open(out, "wb") as target:
+        target.write(source.read())
 
 
 # --- docker --------------------------------------------------------------------------------------
@@ -92,7 +98,7 @@ def docker(args: list[str]) -> None:
         print({"{{.ServerVersion}}": "28.2.2", "{{.MemTotal}}": str(engine["mem_total"])}[fmt])
     elif args[:1] == ["build"]:
         dockerfile, tag = option(args, "-f", "--file"), option(args, "-t", "--tag")
-        if not Path(dockerfile).is_file():
+        if not os.path.isfile(dockerfile):
             fail(f"ERROR: failed to read dockerfile: open {dockerfile}: no such file or directory")
         engine["images"].append(tag)
         save(world)
@@ -118,7 +124,7 @@ def kind(args: list[str]) -> None:
         if name in clusters:
             fail(f'ERROR: failed to create cluster: node(s) already exist for a cluster with the name "{name}"')
         config = option(args, "--config")
-        if config is None or not Path(config).is_file():
+        if config is None or not os.path.isfile(config):
             fail(f"ERROR: failed to create cluster: open {config}: no such file or directory")
         clusters.append(name)
         memory = f"{world['docker']['mem_total'] // 1024}Ki"
@@ -236,6 +242,8 @@ def pulumi(args: list[str]) -> None:
             if "--create" not in args:
                 fail(f"error: no stack named '{name}' found", 255)
             stacks[name] = {"config": {}, "deployed": False}
+            from pathlib import Path
+
             backend = Path(os.environ["PULUMI_BACKEND_URL"].removeprefix("file://"))
             (backend / ".pulumi" / "stacks" / "vllm-deploy").mkdir(parents=True, exist_ok=True)
             (backend / ".pulumi" / "stacks" / "vllm-deploy" / f"{name}.json").write_text("{}")
@@ -284,6 +292,7 @@ def pulumi(args: list[str]) -> None:
 def vllm_deploy(args: list[str]) -> None:
     import hashlib
     import subprocess
+    from pathlib import Path
 
     real = os.environ["REAL_VLLM_DEPLOY"]
     if args[:1] == ["render"]:
@@ -310,9 +319,9 @@ TOOLS = {"curl": curl, "docker": docker, "kind": kind, "kubectl": kubectl, "pulu
 
 
 def main() -> None:
-    tool = Path(sys.argv[0]).name
+    tool = os.path.basename(sys.argv[0])
     args = sys.argv[1:]
-    with LOG.open("a") as log:
+    with open(LOG, "a") as log:
         log.write(json.dumps({"tool": tool, "path": sys.argv[0], "args": args,
                               "backend": os.environ.get("PULUMI_BACKEND_URL")}) + "\n")
     TOOLS[tool](args)
