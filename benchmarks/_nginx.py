@@ -51,6 +51,34 @@ http {{
 """
 
 
+# The same process settings, answering every request itself: nginx's cost per request with no
+# upstream (benchmarks/server_floor_bench.py).
+CONF_FIXED_ANSWER = """\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            default_type application/json;
+            return 200 '{body}';
+        }}
+    }}
+}}
+"""
+
+
 def nginx_binary() -> str:
     """The nginx binary, installed by ``.ci/install-nginx`` when missing."""
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
@@ -77,3 +105,15 @@ class Nginx(ServerProcess):
         cmd = [nginx_binary(), "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")]
         super().__init__(cmd, port, ready="/health")
         self.base_url = self.url + u.path
+
+
+class NginxFixedAnswer(ServerProcess):
+    """nginx answering every request with ``body`` itself (a 200, application/json)."""
+
+    def __init__(self, body: str, workdir: Path) -> None:
+        port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        conf = workdir / "nginx.conf"
+        conf.write_text(CONF_FIXED_ANSWER.format(dir=workdir, port=port, body=body))
+        cmd = [nginx_binary(), "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")]
+        super().__init__(cmd, port, ready="/")
