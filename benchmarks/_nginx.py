@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 from tests.support.ports import free_port
 from tests.support.processes import REPO_ROOT, ServerProcess
 
-CONF = """\
+# One process (its CPU is the figure), files in the benchmark's temp dir; each config adds its server.
+PROCESS = """\
 daemon off;
 master_process off;
 worker_processes 1;
@@ -31,6 +32,11 @@ http {{
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
     keepalive_requests 1000000;
+"""
+
+CONF = (
+    PROCESS
+    + """\
     client_max_body_size 64m;
     upstream backend {{
         server {upstream};
@@ -49,25 +55,13 @@ http {{
     }}
 }}
 """
+)
 
-
-# The same process settings, answering every request itself: nginx's cost per request with no
-# upstream (benchmarks/server_floor_bench.py).
-CONF_FIXED_ANSWER = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log {dir}/access.log;
-    client_body_temp_path {dir}/client_body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    keepalive_requests 1000000;
+# Answering every request itself: nginx's cost per request with no upstream
+# (benchmarks/server_floor_bench.py).
+CONF_FIXED_ANSWER = (
+    PROCESS
+    + """\
     server {{
         listen 127.0.0.1:{port};
         location / {{
@@ -77,6 +71,7 @@ http {{
     }}
 }}
 """
+)
 
 
 def nginx_binary() -> str:
@@ -86,6 +81,10 @@ def nginx_binary() -> str:
         subprocess.run(["bash", str(REPO_ROOT / ".ci" / "install-nginx")], check=True)
         found = shutil.which("nginx") or "/usr/sbin/nginx"
     return found
+
+
+def nginx_command(workdir: Path, conf: Path) -> list[str]:
+    return [nginx_binary(), "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")]
 
 
 class Nginx(ServerProcess):
@@ -102,8 +101,7 @@ class Nginx(ServerProcess):
         log = f"access_log {workdir}/access.log;" if access_log else "access_log off;"
         conf.write_text(CONF.format(dir=workdir, upstream=u.netloc, port=port, auth=auth, access_log=log))
         conf.chmod(0o600)
-        cmd = [nginx_binary(), "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")]
-        super().__init__(cmd, port, ready="/health")
+        super().__init__(nginx_command(workdir, conf), port, ready="/health")
         self.base_url = self.url + u.path
 
 
@@ -114,6 +112,7 @@ class NginxFixedAnswer(ServerProcess):
         port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         conf = workdir / "nginx.conf"
-        conf.write_text(CONF_FIXED_ANSWER.format(dir=workdir, port=port, body=body))
-        cmd = [nginx_binary(), "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")]
-        super().__init__(cmd, port, ready="/")
+        conf.write_text(
+            CONF_FIXED_ANSWER.format(dir=workdir, port=port, body=body, access_log=f"access_log {workdir}/access.log;")
+        )
+        super().__init__(nginx_command(workdir, conf), port, ready="/")
