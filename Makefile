@@ -60,8 +60,10 @@ deps-apt:
 # FAST_WORKERS pytest-xdist workers (most of these tests wait on a subprocess or a timeout, not a
 # CPU). `make test` stays serial: its real vLLM suites pin each replica to a core of its own.
 FAST_WORKERS ?= 4
+# FUZZ_SECONDS: the schemathesis run's time budget (tests/wrapper/test_wrapper_fuzz.py; 30 s in `make test`).
+FUZZ_SECONDS ?= 5
 test-fast: install
-	$(PY) -m pytest -m "not vllm and not checkov" -n $(FAST_WORKERS) --dist worksteal
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) -m pytest -m "not vllm and not checkov" -n $(FAST_WORKERS) --dist worksteal
 
 # What benchmarks/wrapper_bench.py needs beyond the venvs: Debian's nginx (the C floor it compares with).
 bench-deps: install

@@ -15,10 +15,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def dry_run(target: str, *variables: str) -> list[str]:
     """The commands `make -n TARGET [NAME=VALUE...]` would run (install steps included), one per
-    line, with the Makefile's defaults (a FAST_WORKERS in the caller's environment left out)."""
+    line, with the Makefile's defaults (FAST_WORKERS and FUZZ_SECONDS in the caller's environment left out)."""
     make = shutil.which("make")
     assert make, "GNU make is needed to run the project's targets"
-    env = {k: v for k, v in os.environ.items() if k != "FAST_WORKERS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("FAST_WORKERS", "FUZZ_SECONDS")}
     result = subprocess.run(
         [make, "-n", "-C", str(ROOT), target, *variables], capture_output=True, text=True, timeout=60, env=env
     )
@@ -43,18 +43,19 @@ def test_make_test_runs_check_before_any_test() -> None:
 
 def test_make_test_fast_needs_neither_vllm_nor_checkov() -> None:
     lines = dry_run("test-fast")
-    (run,) = [line for line in lines if line.startswith(".venv/bin/python -m pytest")]
-    assert run.startswith('.venv/bin/python -m pytest -m "not vllm and not checkov"'), run
+    (run,) = [line for line in lines if ".venv/bin/python -m pytest" in line]
+    assert run.startswith('FUZZ_SECONDS=5 .venv/bin/python -m pytest -m "not vllm and not checkov"'), run
     assert not [line for line in lines if "install-vllm" in line or "install-checkov" in line]
 
 
 def test_make_test_fast_runs_on_parallel_workers_and_make_test_stays_serial() -> None:
-    (fast,) = [line for line in dry_run("test-fast") if line.startswith(".venv/bin/python -m pytest")]
+    (fast,) = [line for line in dry_run("test-fast") if ".venv/bin/python -m pytest" in line]
     assert fast.endswith(" -n 4 --dist worksteal"), fast
-    (two,) = [line for line in dry_run("test-fast", "FAST_WORKERS=2") if line.startswith(".venv/bin/python -m pytest")]
+    (two,) = [line for line in dry_run("test-fast", "FAST_WORKERS=2") if ".venv/bin/python -m pytest" in line]
     assert two.endswith(" -n 2 --dist worksteal"), two
     (full,) = [line for line in dry_run("test") if line.endswith("-m pytest")]
     assert " -n " not in full, full
+    assert "FUZZ_SECONDS" not in full, full  # the whole fuzz budget (30 s)
     dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
     assert "pytest-xdist==3.8.0" in dev
 

@@ -2,17 +2,23 @@
 
 The wrapper runs as a real server in front of the real fault-upstream process (its
 well-behaved echo mode), so every generated request travels the whole path.
-Bounded: a fixed number of examples per operation and a time budget.
+Bounded: a fixed number of examples per operation and a time budget, which the fuzzing phase
+fills: ``FUZZ_SECONDS`` (30 unless set). ``make test-fast`` sets 5: schemathesis's coverage phase
+(each operation's boundary and invalid values, about 2 s here) runs whole and the random fuzzing
+gets the rest; ``make test`` runs the whole 30 s.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import httpx
 
 from tests.wrapper._wrapper_servers import Wrapper
+
+FUZZ_SECONDS = int(os.environ.get("FUZZ_SECONDS", "30"))
 
 def _st() -> list[str]:
     import shutil
@@ -38,7 +44,7 @@ def test_fuzz_openapi_no_server_errors(fault_upstream, faults, tmp_path):
                 "--checks", "not_a_server_error",
                 "--mode", "all",
                 "--max-examples", "30",
-                "--max-time", "30",
+                "--max-time", str(FUZZ_SECONDS),
                 "--seed", str(seed),
                 "--workers", "1",
                 "--request-timeout", "10",
@@ -62,7 +68,9 @@ def test_fuzz_openapi_no_server_errors(fault_upstream, faults, tmp_path):
         assert out.returncode == 0, report
         assert "No issues found" in out.stdout, report
         served = sum('"wrapper.access"' in line for line in w.log().splitlines())
-        assert served > 200, f"only {served} requests reached the wrapper"
+        # Hundreds of requests in a 5 s run here, thousands in 30 s; fewer than 50 means the
+        # generated requests did not reach the wrapper's routes.
+        assert served > 50, f"only {served} requests reached the wrapper in {FUZZ_SECONDS} s"
         assert '"status":5' not in w.log().replace(" ", ""), "wrapper answered a 5xx during fuzzing"
     finally:
         w.stop()
