@@ -8,7 +8,9 @@ STACK  ?= local
 # .pulumi-state/, with no passphrase unless you set one. Every other stack uses yours
 # (PULUMI_BACKEND_URL, or a `pulumi login`, which Pulumi records in ~/.pulumi/credentials.json);
 # only a machine with neither gets the file backend, where .ci/pulumi-stack then asks for a passphrase.
-PULUMI_LOGGED_IN := $(shell python3 -S -c 'import json,sys; print(json.load(open(sys.argv[1])).get("current") or "")' \
+# Deferred (=, not :=): only a stack other than `local` reads the credentials file, so plain
+# `make test` or `make up` starts no Python process to parse this Makefile.
+PULUMI_LOGGED_IN = $(shell python3 -S -c 'import json,sys; print(json.load(open(sys.argv[1])).get("current") or "")' \
 	"$(or $(PULUMI_HOME),$(HOME)/.pulumi)/credentials.json" 2>/dev/null)
 ifeq ($(STACK),local)
 export PULUMI_BACKEND_URL ?= file://$(CURDIR)/.pulumi-state
