@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -11,10 +12,44 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.ports import free_port
 from tests.support.processes import ServerProcess as Proc
 
-__all__ = ["REPO", "Proc", "Wrapper", "free_port"]
+__all__ = ["REPO", "Proc", "StartUp", "Wrapper", "free_port", "start_in_process"]
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class StartUp:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def start_in_process(env: dict[str, str], monkeypatch, capsys, cwd: Path) -> StartUp:
+    """``python -m wrapper``'s own ``main()`` in this process, for a start that must fail.
+
+    The process does ``sys.exit(main())`` and nothing else, so its exit status and output are
+    ``main()``'s; ``test_wrapper_config.py`` checks that once through a real process. ``cwd``
+    is where ``main()`` looks for a ``.env`` (pass a directory without one).
+    """
+    import os
+
+    from wrapper.__main__ import main
+
+    for name in [k for k in os.environ if k.startswith("VLLM_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(cwd)
+
+    def settings_were_accepted(level: str) -> None:  # main()'s first step after valid settings
+        raise AssertionError("the settings were accepted: main() would configure logging and serve")
+
+    monkeypatch.setattr("wrapper.logs.setup_logging", settings_were_accepted)
+    capsys.readouterr()
+    code = main([])
+    out = capsys.readouterr()
+    return StartUp(code, out.out, out.err)
 
 
 class FaultUpstream(Proc):

@@ -1,4 +1,5 @@
-"""Start-up configuration: the real entry points, real processes."""
+"""Start-up configuration: the real entry points, real processes; each bad value through the
+entry point's own ``main()`` in this process, and one through ``python -m wrapper``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.wrapper._wrapper_servers import REPO, Proc, free_port
+from tests.wrapper._wrapper_servers import REPO, Proc, free_port, start_in_process
 
 
 def run_wrapper(env: dict[str, str], cwd: Path = REPO, cmd: list[str] | None = None) -> subprocess.CompletedProcess:
@@ -36,14 +37,25 @@ def run_wrapper(env: dict[str, str], cwd: Path = REPO, cmd: list[str] | None = N
         ("VLLM_MAX_BODY_BYTES", "10"),
     ],
 )
-def test_invalid_value_is_one_clear_line(var, value):
+def test_invalid_value_is_one_clear_line(var, value, monkeypatch, capsys, tmp_path):
     secret = "sk-do-not-print-me"
-    out = run_wrapper({var: value, "VLLM_API_KEY": secret, "VLLM_WRAPPER_API_KEY": secret + "2"})
+    out = start_in_process({var: value, "VLLM_API_KEY": secret, "VLLM_WRAPPER_API_KEY": secret + "2"},
+                           monkeypatch, capsys, tmp_path)
     assert out.returncode == 2
     assert out.stdout == ""
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("vllm-wrapper: invalid configuration: ") and var in lines[0]
+    assert "Traceback" not in out.stderr and secret not in out.stderr
+
+
+def test_the_process_exits_2_with_the_same_one_line():
+    """The in-process starts above are ``main()``; ``python -m wrapper`` exits with what it returns."""
+    secret = "sk-do-not-print-me"
+    out = run_wrapper({"VLLM_TIMEOUT": "abc", "VLLM_API_KEY": secret})
+    assert out.returncode == 2 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vllm-wrapper: invalid configuration: VLLM_TIMEOUT"), out.stderr
     assert "Traceback" not in out.stderr and secret not in out.stderr
 
 

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.wrapper._wrapper_servers import REPO, Wrapper
+from tests.wrapper._wrapper_servers import REPO, Wrapper, start_in_process
 from tests.wrapper.conftest import FAST
 
 MSG = [{"role": "user", "content": "hello"}]
@@ -297,8 +297,8 @@ def test_token_rate_limit_charges_what_vllm_reports(fault_upstream, faults):
      ("VLLM_RATE_LIMIT_REQUESTS", "fast"), ("VLLM_RATE_LIMIT_TOKENS", "-1"), ("VLLM_MAX_CONNECTIONS", "3"),
      ("VLLM_HEADER_TIMEOUT", "0"), ("VLLM_BODY_TIMEOUT", "never"), ("VLLM_KEEPALIVE_TIMEOUT", "0")],
 )
-def test_bad_limit_settings_stop_the_start_with_one_line(var, value):
-    out = _run_wrapper({var: value})
+def test_bad_limit_settings_stop_the_start_with_one_line(var, value, monkeypatch, capsys, tmp_path):
+    out = start_in_process({var: value}, monkeypatch, capsys, tmp_path)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vllm-wrapper: invalid configuration: ") and var in lines[0]
