@@ -191,7 +191,7 @@ def generate(variant: str, out_dir: Path) -> None:
         tc_path.write_text(json.dumps(tc, indent=2, ensure_ascii=False) + "\n")
         (tmp / "chat_template.jinja").write_text(CHAT_TEMPLATE)
 
-        # Record dtype explicitly so vLLM serves bfloat16 without guessing.
+        # Record dtype explicitly so vLLM never guesses (the test servers pass --dtype float32).
         cfg_path = tmp / "config.json"
         cfg_json = json.loads(cfg_path.read_text())
         cfg_json.setdefault("torch_dtype", "bfloat16")

@@ -375,6 +375,12 @@ class VllmServer:
             "--served-model-name", self.model,
             "--max-model-len", str(self.max_model_len),
             "--enforce-eager",
+            # float32, not the model's bfloat16: vLLM 0.32's CPU backend sends bfloat16 attention
+            # to its AMX kernels whenever the CPU advertises AMX (vllm/v1/attention/backends/
+            # cpu_attn.py, _get_attn_isa), and on a VM that advertises AMX without running it the
+            # worker dies of SIGILL (exit code -4) at the first request. float32 takes the
+            # AVX-512/AVX2 path on every x86 machine; the tiny models are as fast either way.
+            "--dtype", "float32",
             *self.extra_args,
         ]
         in_main_thread = threading.current_thread() is threading.main_thread()
