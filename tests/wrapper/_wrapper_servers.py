@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -12,28 +13,20 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.ports import free_port
 from tests.support.processes import ServerProcess as Proc
 
-__all__ = ["REPO", "Proc", "StartUp", "Wrapper", "free_port", "start_in_process"]
+__all__ = ["REPO", "Proc", "Wrapper", "free_port", "start_in_process"]
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
 
-@dataclass
-class StartUp:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def start_in_process(env: dict[str, str], monkeypatch, capsys, cwd: Path) -> StartUp:
+def start_in_process(env: dict[str, str], monkeypatch, capsys, cwd: Path) -> subprocess.CompletedProcess:
     """``python -m wrapper``'s own ``main()`` in this process, for a start that must fail.
 
     The process does ``sys.exit(main())`` and nothing else, so its exit status and output are
     ``main()``'s; ``test_wrapper_config.py`` checks that once through a real process. ``cwd``
-    is where ``main()`` looks for a ``.env`` (pass a directory without one).
+    is where ``main()`` looks for a ``.env`` (pass a directory without one). The answer has the
+    shape of the real process's (``subprocess.CompletedProcess``).
     """
-    import os
-
     from wrapper.__main__ import main
 
     for name in [k for k in os.environ if k.startswith("VLLM_")]:
@@ -49,7 +42,7 @@ def start_in_process(env: dict[str, str], monkeypatch, capsys, cwd: Path) -> Sta
     capsys.readouterr()
     code = main([])
     out = capsys.readouterr()
-    return StartUp(code, out.out, out.err)
+    return subprocess.CompletedProcess(["python", "-m", "wrapper"], code, out.out, out.err)
 
 
 class FaultUpstream(Proc):
