@@ -27,6 +27,10 @@ _TYPES = {
 }
 
 
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
 def error_type(status: int) -> str:
     return _TYPES.get(status, "BadRequestError" if status < 500 else "InternalServerError")
 

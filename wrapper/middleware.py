@@ -11,12 +11,14 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import orjson
 from starlette.responses import Response
 
+from .asgi_exchange import AsgiExchange, replay
 from .auth import BearerAuth, is_open
-from .errors import APIError, error_body
+from .errors import APIError, ClientGone, error_body
 from .limits import RateLimiter
 from .logs import AccessLog
 from .metrics import Metrics
@@ -36,15 +38,27 @@ def _new_request_id() -> bytes:
 JSON_ROUTES = frozenset({"/chat", "/v1/chat/completions", "/v1/completions"})
 
 
-class ClientGone(Exception):
-    """The client disconnected before its request body arrived."""
-
-
 def _is_json(content_type: bytes | None) -> bool:
     if not content_type:
         return False
     media = content_type.partition(b";")[0].strip().lower()
     return media == b"application/json"
+
+
+class Exchange(Protocol):
+    """What the gateway needs of one request, whichever server carries it."""
+
+    scope: dict[str, Any]
+    rid: bytes
+    status: int
+    response_started: bool
+
+    async def body(self, timeout: float) -> bytes: ...
+    async def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes | memoryview) -> None: ...
+    async def stream(self, response: Any) -> None: ...
+    async def call_app(self, app: Any, receive: Any = None) -> None: ...
+    async def receive(self) -> dict[str, Any]: ...
+    def when_gone(self, callback: Callable[[], None] | None) -> None: ...
 
 
 class GatewayMiddleware:
@@ -61,6 +75,8 @@ class GatewayMiddleware:
     ) -> None:
         self.app = app
         self.fast = fast_routes or {}
+        # The request targets the wrapper's own server serves in its fast lane (wrapper.fast_lane).
+        self.fast_paths = {path.encode(): path for path in self.fast}
         self.metrics = metrics
         self.auth = auth
         self.max_body = max_body_bytes
@@ -71,7 +87,13 @@ class GatewayMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.serve(AsgiExchange(scope, receive, send, self.max_body))
+
+    async def serve(self, ex: Exchange) -> None:
+        """One request, from its head to its access-log line: ``ex`` is an :class:`AsgiExchange`
+        or, under the wrapper's own server, a fast-lane ``FastExchange``."""
         start = time.perf_counter()
+        scope = ex.scope
         rid = authorization = length = content_type = None
         n_auth = 0
         for k, v in scope["headers"]:
@@ -86,6 +108,7 @@ class GatewayMiddleware:
                 content_type = v
         if rid is None or not _RID_OK.match(rid):
             rid = _new_request_id()
+        ex.rid = rid
         rid_s = rid.decode()
         path: str = scope["path"]
         method: str = scope["method"]
@@ -93,219 +116,139 @@ class GatewayMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = rid_s
         state["trusted"] = trusted  # / and /health show internal details only to key holders
-        status = 500
-        started = False
-
-        async def send_(message) -> None:
-            nonlocal status, started
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                started = True
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
-            await send(message)
-
-        exchange = scope.get("extensions", {}).get("wrapper.exchange")
-
-        async def respond(code: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-            """A whole fixed-length response (``headers`` without content-length)."""
-            nonlocal status, started
-            if exchange is not None:  # one write, no ASGI messages (wrapper/server.py)
-                status, started = code, True
-                headers.append((b"x-request-id", rid))
-                exchange.respond(code, headers, body)
-                return
-            headers.append((b"content-length", b"%d" % len(body)))
-            await send_({"type": "http.response.start", "status": code, "headers": headers})
-            await send_({"type": "http.response.body", "body": body})
-
-        async def reply(exc: APIError) -> None:
-            headers = [(b"content-type", b"application/json")]
-            headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
-            await respond(exc.status, headers, orjson.dumps(exc.body()))
-
         try:
-            if n_auth > 1:
-                await reply(
-                    APIError(
-                        400,
-                        "more than one Authorization header; send exactly one",
-                        param="Authorization",
-                        code="ambiguous_request",
-                    )
-                )
-            elif not trusted and not is_open(path):
-                await reply(
-                    APIError(
-                        401,
-                        "missing or invalid API key: send 'Authorization: Bearer <VLLM_WRAPPER_API_KEY>'",
-                        code="invalid_api_key",
-                        headers={"WWW-Authenticate": "Bearer"},
-                    )
-                )
-            elif length is not None and (not length.isdigit() or int(length) > self.max_body):
-                await reply(self._too_large() if length.isdigit() else APIError(400, "invalid Content-Length"))
+            refusal = self._refusal(n_auth, trusted, path, method, length, content_type)
+            if refusal is not None:
+                await _reply(ex, refusal)
             elif method == "POST" and path in JSON_ROUTES:
-                if not _is_json(content_type):
-                    got = content_type.decode("latin-1")[:100] if content_type else "none"
-                    await reply(
-                        APIError(
-                            400,
-                            f"Content-Type must be application/json (got {got!r}); send the body as JSON",
-                            param="Content-Type",
-                            code="unsupported_media_type",
-                        )
-                    )
-                    return
                 try:
-                    raw = await self._read_body(receive)
+                    raw = await ex.body(self.body_timeout)
                 except ClientGone:
-                    status = 499
+                    ex.status = 499
                     return
                 except APIError as exc:
-                    await reply(exc)
+                    await _reply(ex, exc)
                     return
                 limiter = self.limiter
                 if limiter is None:
-                    await self._dispatch(scope, receive, send_, respond, exchange, path, raw, rid_s)
+                    await self._dispatch(ex, path, raw, rid_s)
                 else:
                     who = limiter.caller(authorization, scope.get("client"))
                     try:
                         limiter.admit(who)
                     except APIError as exc:
-                        await reply(exc)
+                        await _reply(ex, exc)
                         return
                     charge = limiter.start_usage(raw)
                     try:
-                        await self._dispatch(scope, receive, send_, respond, exchange, path, raw, rid_s)
+                        await self._dispatch(ex, path, raw, rid_s)
                     finally:
                         limiter.charge(who, charge)
                 if state.get("client_gone"):
-                    status = 499
+                    ex.status = 499
             else:
-                await self.app(scope, receive, send_)
+                await ex.call_app(self.app)
         except Exception:  # a bug: answer in the OpenAI shape, never a stack trace to the client
             log.exception("unhandled error", extra={"request_id": rid_s, "path": path})
-            if not started:
-                await reply(APIError(500, "internal error in the wrapper", type="InternalServerError"))
+            if not ex.response_started:
+                await _reply(ex, APIError(500, "internal error in the wrapper", type="InternalServerError"))
         finally:
             elapsed = time.perf_counter() - start
-            self.metrics.observe(path, method, status, elapsed)
+            self.metrics.observe(path, method, ex.status, elapsed)
             if access_log.enabled():
-                access_log.write(rid_s, method, path, status, round(elapsed * 1000, 3))
+                access_log.write(rid_s, method, path, ex.status, round(elapsed * 1000, 3))
 
-    async def _dispatch(self, scope, receive, send, respond, exchange, path: str, raw: bytes, rid: str) -> None:
+    def _refusal(
+        self,
+        n_auth: int,
+        trusted: bool,
+        path: str,
+        method: str,
+        length: bytes | None,
+        content_type: bytes | None,
+    ) -> APIError | None:
+        """The answer to a request refused on its head alone, in the order the checks apply."""
+        if n_auth > 1:
+            return APIError(
+                400,
+                "more than one Authorization header; send exactly one",
+                param="Authorization",
+                code="ambiguous_request",
+            )
+        if not trusted and not is_open(path):
+            return APIError(
+                401,
+                "missing or invalid API key: send 'Authorization: Bearer <VLLM_WRAPPER_API_KEY>'",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            return self._too_large() if length.isdigit() else APIError(400, "invalid Content-Length")
+        if method == "POST" and path in JSON_ROUTES and not _is_json(content_type):
+            got = content_type.decode("latin-1")[:100] if content_type else "none"
+            return APIError(
+                400,
+                f"Content-Type must be application/json (got {got!r}); send the body as JSON",
+                param="Content-Type",
+                code="unsupported_media_type",
+            )
+        return None
+
+    async def _dispatch(self, ex: Exchange, path: str, raw: bytes, rid: str) -> None:
         route = self.fast.get(path)
         if route is None:  # /chat: FastAPI validates the body we already read
-            await self.app(scope, _replay(raw, receive), send)
+            await ex.call_app(self.app, replay(raw, ex.receive))
             return
         # Hot path: the OpenAI pass-through routes skip FastAPI's routing and dependency
         # machinery (their schema is still declared on the FastAPI app).
         try:
-            response = await self._until_disconnect(route(raw, rid), receive, exchange)
+            response = await _until_disconnect(route(raw, rid), ex)
         except APIError as exc:
             response = exc.response()
         if response is None:  # the client left: the upstream call was cancelled
-            scope["state"]["client_gone"] = True
+            ex.scope["state"]["client_gone"] = True
             return
         if type(response) is Response:  # a plain answer: status, headers and body in one write
             headers = [h for h in response.raw_headers if h[0] != b"content-length"]
-            await respond(response.status_code, headers, response.body)
+            await ex.answer(response.status_code, headers, response.body)
             return
-        await response(scope, receive, send)
-
-    async def _read_body(self, receive) -> bytes:
-        """The whole body, within ``VLLM_MAX_BODY_BYTES`` (413) and ``VLLM_BODY_TIMEOUT`` (408)."""
-        try:
-            async with asyncio.timeout(self.body_timeout):
-                return await read_body(receive, self.max_body)
-        except TimeoutError:
-            raise APIError(
-                408,
-                f"request body not received within {self.body_timeout:g} s",
-                code="request_timeout",
-                headers={"Connection": "close"},
-            ) from None
-
-    @staticmethod
-    async def _until_disconnect(call: Awaitable[Response], receive, exchange=None) -> Response | None:
-        """Await ``call``; if the client disconnects first, cancel it and return None.
-
-        Cancelling drops the upstream connection, so vLLM aborts a non-streamed generation
-        nobody will read (streams have their own watcher in ``UpstreamStream``). Under the
-        wrapper's own server the connection says when the client left (``Exchange.when_gone``);
-        elsewhere a second task waits for ``http.disconnect``.
-        """
-        task = asyncio.current_task()
-        assert task is not None  # called from a request's task
-        gone = False
-
-        def left() -> None:
-            nonlocal gone
-            gone = True
-            task.cancel()
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            left()
-
-        watcher = None
-        if exchange is not None:
-            exchange.when_gone(left)
-        else:
-            watcher = asyncio.get_running_loop().create_task(watch())
-        try:
-            return await call
-        except asyncio.CancelledError:
-            if gone:
-                task.uncancel()
-                return None
-            raise
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-            else:
-                exchange.when_gone(None)
+        await ex.stream(response)
 
     def _too_large(self) -> APIError:
         return APIError(413, f"request body larger than {self.max_body} bytes", code="request_too_large")
 
 
-def _replay(body: bytes, receive):
-    """A ``receive`` that gives the body already read, then the client's own messages."""
-    sent = False
-
-    async def receive_():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return receive_
+async def _reply(ex: Exchange, exc: APIError) -> None:
+    headers = [(b"content-type", b"application/json")]
+    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+    await ex.answer(exc.status, headers, orjson.dumps(exc.body()))
 
 
-async def read_body(receive, limit: int) -> bytes:
-    """Read the request body straight from the ASGI ``receive`` (no Request object)."""
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # http.disconnect
-            raise ClientGone
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise APIError(
-                    413,
-                    f"request body larger than {limit} bytes",
-                    code="request_too_large",
-                    headers={"Connection": "close"},
-                )
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+async def _until_disconnect(call: Awaitable[Response], ex: Exchange) -> Response | None:
+    """Await ``call``; if the client disconnects first, cancel it and return None.
+
+    Cancelling drops the upstream connection, so vLLM aborts a non-streamed generation nobody
+    will read (streams have their own watcher in ``UpstreamStream``).
+    """
+    task = asyncio.current_task()
+    assert task is not None  # called from a request's task
+    gone = False
+
+    def left() -> None:
+        nonlocal gone
+        gone = True
+        task.cancel()
+
+    ex.when_gone(left)
+    try:
+        return await call
+    except asyncio.CancelledError:
+        if gone:
+            task.uncancel()
+            return None
+        raise
+    finally:
+        ex.when_gone(None)
 
 
-__all__ = ["GatewayMiddleware", "error_body", "read_body"]
+__all__ = ["Exchange", "GatewayMiddleware", "error_body"]

@@ -25,16 +25,16 @@ import logging
 import resource
 import time
 from collections import Counter as Tally
-from collections.abc import Callable
 from types import FrameType
 from typing import Any, ClassVar
 
 import orjson
 import uvicorn
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .errors import error_body
+from .fast_lane import FastExchange
 from .settings import Settings
 
 log = logging.getLogger("wrapper.connections")
@@ -205,76 +205,18 @@ class OneWriteHead:
         return getattr(self.transport, name)
 
 
-class Exchange:
-    """One request's connection, for the gateway's hot path: ``scope["extensions"]["wrapper.exchange"]``.
-
-    Two things ASGI makes expensive (``wrapper.middleware`` uses them when present, and plain
-    ASGI messages under any other server):
-
-    * :meth:`respond` writes a whole fixed-length response in one ``send()``: no ASGI messages,
-      no second pass over the headers;
-    * :meth:`when_gone` runs a callback when the client disconnects, instead of a task per
-      request blocked in ``receive()`` waiting for ``http.disconnect``.
-    """
-
-    __slots__ = ("_on_gone", "cycle", "gone", "transport")
-
-    def __init__(self, cycle: Any, transport: Any) -> None:
-        self.cycle = cycle
-        self.transport = transport
-        self.gone = False
-        self._on_gone: Callable[[], None] | None = None
-
-    def when_gone(self, callback: Callable[[], None] | None) -> None:
-        """Call ``callback`` when the client disconnects (at once if it already has); None clears it."""
-        if callback is not None and self.gone:
-            callback()
-        else:
-            self._on_gone = callback
-
-    def lost(self) -> None:
-        self.gone = True
-        callback, self._on_gone = self._on_gone, None
-        if callback is not None:
-            callback()
-
-    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        """The whole response. ``headers`` are the wrapper's own (no ``content-length``)."""
-        cycle = self.cycle
-        if cycle.disconnected:
-            return
-        if cycle.response_started:  # pragma: no cover - a bug; uvicorn would raise too
-            raise RuntimeError("response already started")
-        cycle.response_started = True
-        cycle.waiting_for_100_continue = False
-        out = [STATUS_LINE[status]]
-        for name, value in headers:
-            if name == b"connection":  # only ever "close" (408, 413): written once, below
-                cycle.keep_alive = False
-            else:
-                out += (name, b": ", value, b"\r\n")
-        out.append(b"content-length: %d\r\n" % len(body))
-        if not cycle.keep_alive:
-            out.append(b"connection: close\r\n")
-        out += (b"\r\n", body)
-        self.transport.write(b"".join(out))
-        cycle.response_complete = True
-        cycle.message_event.set()
-        if not cycle.keep_alive:
-            self.transport.close()
-        cycle.on_response()
-
-
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol plus :class:`ConnectionGuard`'s head timeout and cap, and the
-    request's :class:`Exchange`."""
+    fast lane (``wrapper.fast_lane``) for ``POST`` to the pass-through routes."""
 
     guard: ClassVar[ConnectionGuard | None] = None
     head_bytes = False
-    exchange: Exchange | None = None
+    gateway: Any = None  # the app, when it serves fast-lane exchanges (GatewayMiddleware)
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
+        gateway = self.app
+        self.gateway = gateway if getattr(gateway, "fast_paths", None) else None
         if self.guard is not None:
             self.guard.admit(self)
 
@@ -285,14 +227,46 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         if self.guard is not None:
             self.guard.done_waiting(self)
+        gateway = self.gateway
+        if gateway is not None:
+            path = gateway.fast_paths.get(self.url)
+            if path is not None and self.parser.get_method() == b"POST" and not self.parser.should_upgrade():
+                self._fast_lane(gateway, path)
+                return
         super().on_headers_complete()
         # The cycle's task has not run yet: it writes through OneWriteHead from its first byte.
         cycle = self.cycle
         if cycle is not None and cycle.transport is self.transport:
             cycle.transport = OneWriteHead(self.transport, cycle.scope["method"])  # type: ignore[assignment]
-            exchange = Exchange(cycle, self.transport)
-            cycle.scope["extensions"] = {"wrapper.exchange": exchange}  # type: ignore[dict-item]
-            self.exchange = exchange
+
+    def _fast_lane(self, gateway: Any, path: str) -> None:
+        # What uvicorn's on_headers_complete does with a cycle, with a FastExchange instead.
+        http_version = self.parser.get_http_version()
+        keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
+        if http_version != "1.1":
+            self.scope["http_version"] = http_version
+        exchange = FastExchange(self, gateway, path, keep_alive)
+        previous = self.cycle
+        self.cycle = exchange  # type: ignore[assignment]
+        if previous is None or previous.response_complete:
+            self._start_asgi_task(exchange, self.app)  # type: ignore[arg-type]
+        else:  # pipelined: runs when the previous response is complete
+            self.flow.pause_reading()
+            self.pipeline.appendleft((exchange, self.app))  # type: ignore[arg-type]
+
+    def on_body(self, body: bytes) -> None:
+        cycle: object = self.cycle
+        if type(cycle) is FastExchange:
+            cycle.got_body(body)
+        else:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        cycle: object = self.cycle
+        if type(cycle) is FastExchange:
+            cycle.got_end()
+        else:
+            super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -304,9 +278,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.guard is not None:
             self.guard.done_waiting(self)
         super().connection_lost(exc)
-        exchange = self.exchange
-        if exchange is not None and not exchange.cycle.response_complete:
-            exchange.lost()
+        lost: list[object] = [self.cycle, *(c for c, _ in self.pipeline)]
+        for cycle in lost:
+            if type(cycle) is FastExchange and not cycle.response_complete:
+                cycle.lost()
 
 
 def install_guard(settings: Settings, registry: CollectorRegistry | None) -> ConnectionGuard:
