@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from .errors import APIError, ClientGone
+from .errors import ClientGone, body_too_large, body_too_slow
 
 
 class AsgiExchange:
@@ -53,12 +53,7 @@ class AsgiExchange:
             async with asyncio.timeout(timeout):
                 return await read_body(self.receive, self.limit)
         except TimeoutError:
-            raise APIError(
-                408,
-                f"request body not received within {timeout:g} s",
-                code="request_timeout",
-                headers={"Connection": "close"},
-            ) from None
+            raise body_too_slow(timeout) from None
 
     def when_gone(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` when the client disconnects (a task waits for ``http.disconnect``);
@@ -102,12 +97,7 @@ async def read_body(receive: Any, limit: int) -> bytes:
         if chunk:
             size += len(chunk)
             if size > limit:
-                raise APIError(
-                    413,
-                    f"request body larger than {limit} bytes",
-                    code="request_too_large",
-                    headers={"Connection": "close"},
-                )
+                raise body_too_large(limit)
             chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -87,3 +87,23 @@ def normalize_error(status: int, body: bytes) -> bytes:
     else:
         message = body.decode("utf-8", "replace")[:500] if body else f"upstream returned HTTP {status}"
     return orjson.dumps(error_body(message or f"HTTP {status}", error_type(status), None, status))
+
+
+def body_too_large(limit: int, *, close: bool = True) -> APIError:
+    """413 for a body over ``limit``. ``close``: part of it was read and the rest is not wanted."""
+    return APIError(
+        413,
+        f"request body larger than {limit} bytes",
+        code="request_too_large",
+        headers={"Connection": "close"} if close else None,
+    )
+
+
+def body_too_slow(timeout: float) -> APIError:
+    """408 for a body that did not arrive within ``timeout`` seconds."""
+    return APIError(
+        408,
+        f"request body not received within {timeout:g} s",
+        code="request_timeout",
+        headers={"Connection": "close"},
+    )

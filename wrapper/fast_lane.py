@@ -25,7 +25,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
-from .errors import APIError, ClientGone
+from .errors import APIError, ClientGone, body_too_large, body_too_slow
 
 log = logging.getLogger("wrapper")
 
@@ -175,21 +175,11 @@ class FastExchange:
                         self._waiter = self.loop.create_future()
                         await self._waiter
             except TimeoutError:
-                raise APIError(
-                    408,
-                    f"request body not received within {timeout:g} s",
-                    code="request_timeout",
-                    headers={"Connection": "close"},
-                ) from None
+                raise body_too_slow(timeout) from None
         if self.disconnected:
             raise ClientGone
         if self.too_large:
-            raise APIError(
-                413,
-                f"request body larger than {self.limit} bytes",
-                code="request_too_large",
-                headers={"Connection": "close"},
-            )
+            raise body_too_large(self.limit)
         self._body_taken = True
         chunks = self.chunks
         self.chunks = []

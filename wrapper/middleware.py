@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from .asgi_exchange import AsgiExchange, replay
 from .auth import BearerAuth, is_open
-from .errors import APIError, ClientGone, error_body
+from .errors import APIError, ClientGone, body_too_large, error_body
 from .limits import RateLimiter
 from .logs import AccessLog
 from .metrics import Metrics
@@ -183,7 +183,11 @@ class GatewayMiddleware:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return self._too_large() if length.isdigit() else APIError(400, "invalid Content-Length")
+            return (
+                body_too_large(self.max_body, close=False)
+                if length.isdigit()
+                else APIError(400, "invalid Content-Length")
+            )
         if method == "POST" and path in JSON_ROUTES and not _is_json(content_type):
             got = content_type.decode("latin-1")[:100] if content_type else "none"
             return APIError(
@@ -213,9 +217,6 @@ class GatewayMiddleware:
             await ex.answer(response.status_code, headers, response.body)
             return
         await ex.stream(response)
-
-    def _too_large(self) -> APIError:
-        return APIError(413, f"request body larger than {self.max_body} bytes", code="request_too_large")
 
 
 async def _reply(ex: Exchange, exc: APIError) -> None:
