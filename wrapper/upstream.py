@@ -79,7 +79,8 @@ class Upstream:
         self._client: http1.Client | None = None
         self.router = build_router(settings)
         several = len(settings.base_urls) > 1 or settings.discovery != "static"
-        # A stream's reads time out after VLLM_TIMEOUT of silence; asyncio.timeout() bounds the rest.
+        # A call must end within VLLM_TIMEOUT (http1's total_timeout); a stream must start within it
+        # (asyncio.timeout in open_stream), then its reads time out after VLLM_TIMEOUT of silence.
         self._connect_timeout = min(settings.timeout, FAILOVER_CONNECT_SECONDS) if several else None
         # Prefix routing hashes the prompt (a few microseconds); skipped when there is one backend.
         self.keyed = several and self.router.policy.name == "prefix"
@@ -159,6 +160,7 @@ class Upstream:
         client = self.client
         connect_timeout = self._connect_timeout
         read_timeout = self.settings.timeout if stream else None
+        total_timeout: float | None = None
         router = self.router
         last_error = "upstream unavailable"
         retry_after: str | None = None
@@ -170,9 +172,20 @@ class Upstream:
                 tried.clear()
                 b = router.pick(key, tried)
                 assert b is not None
+            if not stream and deadline is not None:
+                total_timeout = deadline - time.monotonic()
+                if total_timeout <= 0:
+                    b.release()
+                    raise TimeoutError
             try:
                 resp = await client.request(
-                    method, b.url(path), body, headers, connect_timeout=connect_timeout, read_timeout=read_timeout
+                    method,
+                    b.url(path),
+                    body,
+                    headers,
+                    connect_timeout=connect_timeout,
+                    read_timeout=read_timeout,
+                    total_timeout=total_timeout,
                 )
             except (http1.ConnectError, http1.ServerDisconnected) as exc:
                 b.release()
@@ -235,12 +248,11 @@ class Upstream:
         timeout = self.settings.timeout
         deadline = time.monotonic() + timeout
         try:
-            async with asyncio.timeout(timeout):
-                resp = await self._send(method, path, body, request_id, deadline, key=key)
-                try:
-                    data = await resp.read()
-                finally:
-                    resp.release()
+            resp = await self._send(method, path, body, request_id, deadline, key=key)
+            try:
+                data = await resp.read()
+            finally:
+                resp.release()
         except TimeoutError:
             raise APIError(504, f"the model server did not answer within {timeout:g} s") from None
         except http1.UpstreamError as exc:

@@ -176,6 +176,22 @@ def test_slow_backend_is_504(quick_timeout, faults):
     assert exc.value.status_code == 504
 
 
+def test_a_body_still_arriving_at_the_timeout_is_504_and_the_upstream_call_is_dropped(quick_timeout, faults):
+    # VLLM_TIMEOUT bounds the whole non-streamed call, body included, not only its head.
+    faults.control(body_delay=3)
+    for path in ("/v1/chat/completions", "/v1/completions"):
+        r = httpx.post(quick_timeout.url + path, json={"messages": MSG, "prompt": "x"}, timeout=15)
+        assert_openai_error(r, 504)
+        assert "did not answer within 1 s" in r.json()["error"]["message"]
+    give_up = time.monotonic() + 2
+    while faults.stats()["cancelled_requests"] < 2 and time.monotonic() < give_up:
+        time.sleep(0.02)
+    assert faults.stats()["cancelled_requests"] == 2  # the wrapper closed both upstream connections
+    faults.control(body_delay=0)
+    r = httpx.post(quick_timeout.base_url + "/chat/completions", json={"messages": MSG}, timeout=15)
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == MSG[-1]["content"][:48]
+
+
 def test_silent_mid_stream_ends_with_error_event(quick_timeout, faults):
     faults.control(token_delay=3)
     with httpx.stream(

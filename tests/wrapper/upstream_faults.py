@@ -12,6 +12,7 @@ Control fields (all optional; ``{"reset": true}`` first restores the defaults):
   fail_status / fail_count / retry_after  answer that status to the next N generation calls
   drop_count           close the connection without answering, N times
   header_delay         seconds to wait before answering a generation call
+  body_delay           seconds between the first and the second half of a non-streamed answer
   token_delay          seconds between streamed pieces
   die_after            abort the connection after this many streamed pieces
   health_status / health_delay            what GET /health does
@@ -34,6 +35,7 @@ DEFAULTS = {
     "retry_after": None,
     "drop_count": 0,
     "header_delay": 0.0,
+    "body_delay": 0.0,
     "token_delay": 0.0,
     "die_after": -1,
     "health_status": 200,
@@ -155,8 +157,23 @@ def make_app(api_key: str | None) -> web.Application:
             else:
                 choice = {"index": 0, "text": "".join(pieces), "finish_reason": finish, "logprobs": None}
                 obj = "text_completion"
-            return _json({"id": rid, "object": obj, "created": created, "model": MODEL, "choices": [choice],
-                          "usage": usage, "system_fingerprint": None, "kv_transfer_params": None})
+            answer = _json({"id": rid, "object": obj, "created": created, "model": MODEL, "choices": [choice],
+                            "usage": usage, "system_fingerprint": None, "kv_transfer_params": None})
+            if not st.cfg["body_delay"]:
+                return answer
+            data = answer.body
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            resp.content_length = len(data)
+            await resp.prepare(request)
+            await resp.write(data[: len(data) // 2])
+            try:
+                await asyncio.sleep(st.cfg["body_delay"])
+            except asyncio.CancelledError:
+                st.stats["cancelled_requests"] += 1
+                raise
+            await resp.write(data[len(data) // 2:])
+            await resp.write_eof()
+            return resp
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
         await resp.prepare(request)
         st.stats["active_streams"] += 1
