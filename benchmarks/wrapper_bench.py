@@ -21,13 +21,16 @@ removed at the end.
 - TTFT: streamed chat completions, time to the first chunk carrying generated text; "added"
   paired the same way.
 - Per-chunk overhead: (streamed total via X - direct) / chunks, for 256-token streams.
-- CPU: utime+stime of the server process (/proc/<pid>/stat, 10 ms ticks) over a phase, divided
-  by its requests or streamed chunks (direct column: the upstream's own process). The
-  sequential figure includes the idle event-loop ticks between requests; the figure under
+- CPU: the time the server process ran on a core over a phase (the scheduler's own nanosecond
+  count, ``/proc/<pid>/task/*/schedstat``; utime+stime in 10 ms ticks where that is missing),
+  divided by its requests or streamed chunks (direct column: the upstream's own process). The
+  sequential figure includes the idle event-loop wake-ups between requests; the figure under
   load is the marginal cost.
 - req/s per core: against the fast echo upstream, 16 concurrent clients; requests divided by the
   CPU seconds the server process used (so the figure is about the server, not the shared box);
-  also the wall-clock req/s.
+  also the wall-clock req/s. The load phase runs ``--load-rounds`` times, the targets in a
+  different order each round, and each figure is the median of its rounds: on a shared box one
+  phase's figure moves by a third from one phase to the next (nginx's too).
 - RSS: VmRSS / VmHWM of the server process after the load.
 - ``--routing-cost``: only the echo rows "wrapper" and "wrapper 2 up" (no vLLM, no nginx), paired:
   N rounds, each a load phase through both (the order alternating round by round), so both
@@ -71,9 +74,13 @@ MAX_RSS_MB = 100
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime+stime of ``pid`` and its threads (all of one process), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    """The time ``pid``'s threads ran on a core, in seconds (nanosecond resolution where the
+    kernel keeps schedstat; else utime+stime, in ticks of 1/SC_CLK_TCK s)."""
+    try:
+        return sum(int((t / "schedstat").read_text().split()[0]) for t in Path(f"/proc/{pid}/task").iterdir()) / 1e9
+    except (OSError, ValueError, IndexError):  # a thread that just ended, or no schedstat
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -285,6 +292,7 @@ def main() -> None:
     ap.add_argument("--routing-cost", action="store_true",
                     help="only the single-backend vs routed wrapper in front of echo upstreams, paired")
     ap.add_argument("--rounds", type=int, default=5, help="--routing-cost: paired rounds")
+    ap.add_argument("--load-rounds", type=int, default=3, help="rounds of the echo load phase (medians)")
     ap.add_argument("--requests", type=int, default=3000, help="--routing-cost: requests per target per round")
     a = ap.parse_args()
     if a.routing_cost:
@@ -352,10 +360,15 @@ def main() -> None:
             cpu_chunk = {t.name: (cpu_seconds(t.pid) - cpu0[t.name]) * 1e6
                          / (sum(x[2] for x in lst[t.name]) * (n_long + 5) / n_long)
                          if t.pid else None for t in vt}
-            print("echo upstream: sequential latency and streams, then load...", flush=True)
+            print(f"echo upstream: sequential latency and streams, then {a.load_rounds} rounds of load...", flush=True)
             elat = asyncio.run(latency(et, n_lat, ebody))
             est = asyncio.run(latency(et, n_lat, esbody, stream=True))
-            loads = {t.name: asyncio.run(load(t, n_load, 16, ebody)) for t in et}
+            rounds: dict[str, list[tuple[float, float]]] = {t.name: [] for t in et}
+            for r in range(a.load_rounds):
+                for t in et[r % len(et):] + et[: r % len(et)]:  # each round starts one target later
+                    rounds[t.name].append(asyncio.run(load(t, n_load, 16, ebody)))
+            loads = {k: (statistics.median(x[0] for x in xs), statistics.median(x[1] for x in xs))
+                     for k, xs in rounds.items()}
             rss = {t.name: rss_mb(t.pid) for t in et}
         finally:
             for _, prof in profilers:
