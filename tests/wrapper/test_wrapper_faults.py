@@ -192,6 +192,25 @@ def test_a_body_still_arriving_at_the_timeout_is_504_and_the_upstream_call_is_dr
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == MSG[-1]["content"][:48]
 
 
+def test_a_connect_still_pending_at_the_timeout_is_504():
+    # A listening socket whose accept queue is full (backlog 0, one connection waiting) drops
+    # every further SYN: the wrapper's connect hangs, as to a node that went dark.
+    with socket.socket() as dark, socket.socket() as filler:
+        dark.bind(("127.0.0.1", 0))
+        dark.listen(0)
+        filler.connect(dark.getsockname())
+        w = Wrapper(f"http://127.0.0.1:{dark.getsockname()[1]}/v1", **{**FAST, "timeout": 1})
+        try:
+            t = time.monotonic()
+            r = httpx.post(w.base_url + "/completions", json={"model": "m", "prompt": "x"}, timeout=15)
+            waited = time.monotonic() - t
+        finally:
+            w.stop()
+    assert_openai_error(r, 504)
+    assert "did not answer within 1 s" in r.json()["error"]["message"]
+    assert waited > 0.8  # it gave up at VLLM_TIMEOUT, not at once
+
+
 def test_silent_mid_stream_ends_with_error_event(quick_timeout, faults):
     faults.control(token_delay=3)
     with httpx.stream(
