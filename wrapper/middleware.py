@@ -11,7 +11,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 from starlette.responses import Response
@@ -45,6 +45,18 @@ def _is_json(content_type: bytes | None) -> bool:
     return media == b"application/json"
 
 
+class Answer(NamedTuple):
+    """A fast route's whole non-streamed answer: the gateway writes it as is, in one write.
+
+    (A starlette ``Response`` is built to be sent through ASGI: headers rendered into a list the
+    gateway then filtered again. Returning the three parts saved about 2 µs per request.)
+    """
+
+    status: int
+    content_type: bytes
+    body: bytes
+
+
 class Exchange(Protocol):
     """What the gateway needs of one request, whichever server carries it."""
 
@@ -71,7 +83,7 @@ class GatewayMiddleware:
         max_body_bytes: int,
         body_timeout: float = 60.0,
         limiter: RateLimiter | None = None,
-        fast_routes: dict[str, Callable[[bytes, str], Awaitable[Response]]] | None = None,
+        fast_routes: dict[str, Callable[[bytes, str], Awaitable[Response | Answer]]] | None = None,
     ) -> None:
         self.app = app
         self.fast = fast_routes or {}
@@ -204,13 +216,34 @@ class GatewayMiddleware:
             await ex.call_app(self.app, replay(raw, ex.receive))
             return
         # Hot path: the OpenAI pass-through routes skip FastAPI's routing and dependency
-        # machinery (their schema is still declared on the FastAPI app).
+        # machinery (their schema is still declared on the FastAPI app). If the client leaves
+        # first, the call is cancelled: that drops the upstream connection, so vLLM aborts a
+        # non-streamed generation nobody will read (streams have their own watcher in
+        # ``UpstreamStream``).
+        task = asyncio.current_task()
+        assert task is not None  # called from a request's task
+        gone = False
+
+        def left() -> None:
+            nonlocal gone
+            gone = True
+            task.cancel()
+
+        ex.when_gone(left)
         try:
-            response = await _until_disconnect(route(raw, rid), ex)
+            response = await route(raw, rid)
         except APIError as exc:
             response = exc.response()
-        if response is None:  # the client left: the upstream call was cancelled
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            task.uncancel()
             ex.scope["state"]["client_gone"] = True
+            return
+        finally:
+            ex.when_gone(None)
+        if type(response) is Answer:
+            await ex.answer(response.status, [(b"content-type", response.content_type)], response.body)
             return
         if type(response) is Response:  # a plain answer: status, headers and body in one write
             headers = [h for h in response.raw_headers if h[0] != b"content-length"]
@@ -225,31 +258,4 @@ async def _reply(ex: Exchange, exc: APIError) -> None:
     await ex.answer(exc.status, headers, orjson.dumps(exc.body()))
 
 
-async def _until_disconnect(call: Awaitable[Response], ex: Exchange) -> Response | None:
-    """Await ``call``; if the client disconnects first, cancel it and return None.
-
-    Cancelling drops the upstream connection, so vLLM aborts a non-streamed generation nobody
-    will read (streams have their own watcher in ``UpstreamStream``).
-    """
-    task = asyncio.current_task()
-    assert task is not None  # called from a request's task
-    gone = False
-
-    def left() -> None:
-        nonlocal gone
-        gone = True
-        task.cancel()
-
-    ex.when_gone(left)
-    try:
-        return await call
-    except asyncio.CancelledError:
-        if gone:
-            task.uncancel()
-            return None
-        raise
-    finally:
-        ex.when_gone(None)
-
-
-__all__ = ["Exchange", "GatewayMiddleware", "error_body"]
+__all__ = ["Answer", "Exchange", "GatewayMiddleware", "error_body"]
