@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/wrapper_bench.py [--quick] [--profile DIR] [--vllm-url URL --vllm-key KEY]
     .venv/bin/python benchmarks/wrapper_bench.py --routing-cost [--rounds N] [--profile DIR]
+    .venv/bin/python benchmarks/wrapper_bench.py --floor [--rounds N] [--requests N]
     make bench            # installs nginx first (.ci/install-nginx), then runs this
 
 Everything comes from one run on this machine: it starts a real vLLM (tests/support/real_vllm.py,
@@ -36,6 +37,10 @@ removed at the end.
   N rounds, each a load phase through both (the order alternating round by round), so both
   see the same box; prints each round and the medians of CPU ms/request and req/s (issue 14:
   routing over several replicas must cost no more per request than one backend).
+- ``--floor``: only nginx, the least a Python proxy of the wrapper's design costs
+  (benchmarks/_proxy_floor.py: uvloop, httptools, a task per request, the wrapper's HTTP/1.1
+  client, nothing else) and the wrapper, in front of one echo upstream, N rounds in a rotating
+  order: CPU per request of each and as a ratio to nginx's (what is Python, what is the wrapper).
 - ``--profile DIR``: py-spy samples each wrapper process for the whole run (it perturbs the
   figures: profile and measure in separate runs); DIR gets the collapsed stacks and the top
   entries are printed.
@@ -234,11 +239,41 @@ def profile_top(path: Path, n: int = 15) -> list[str]:
     return out
 
 
+ECHO_BODY = {"messages": [{"role": "user", "content": "hello " * 10}], "max_tokens": 16}
+
+
+def paired_rounds(targets: list[Target], rounds: int, n: int) -> dict[str, list[tuple[float, float]]]:
+    """``rounds`` load phases of ``n`` requests through each target, the order rotating round by
+    round so that drift on the box hits all alike: (CPU ms/request, wall req/s) per round."""
+    figures: dict[str, list[tuple[float, float]]] = {t.name: [] for t in targets}
+    for r in range(rounds):
+        line = []
+        for t in targets[r % len(targets) :] + targets[: r % len(targets)]:
+            rps, cpu = asyncio.run(load(t, n, 16, ECHO_BODY))
+            figures[t.name].append((cpu / n * 1000, rps))
+            line.append(f"{t.name} {cpu / n * 1000:.4f} ms, {rps:.0f} req/s")
+        print(f"  round {r + 1}: " + "; ".join(line), flush=True)
+    return figures
+
+
+def print_rounds(figures: dict[str, list[tuple[float, float]]], rounds: int, n: int, load0: tuple) -> None:
+    print(f"machine: {os.cpu_count()} cores; load average at start {load0[0]:.1f}, at end {os.getloadavg()[0]:.1f}")
+    print(f"medians of {rounds} rounds of {n} requests, 16 clients:")
+    first = next(iter(figures))
+    base = statistics.median(x[0] for x in figures[first])
+    rows = [("", "CPU ms/request", f"/ {first}'s", "req/s per core", "wall req/s")]
+    for name, xs in figures.items():
+        cpu = statistics.median(x[0] for x in xs)
+        rows.append(
+            (name, f"{cpu:.4f}", f"{cpu / base:.2f}x", f"{1000 / cpu:.0f}", f"{statistics.median(x[1] for x in xs):.0f}")
+        )
+    table(rows)
+
+
 def routing_cost(rounds: int, n: int, profile: Path | None) -> None:
     """The single-backend wrapper and the routed one (prefix, two echo upstreams), paired."""
     procs: list[Proc] = []
     profilers: list[tuple[str, Profiler]] = []
-    body = {"messages": [{"role": "user", "content": "hello " * 10}], "max_tokens": 16}
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="wrapper-bench-") as tmp:
         tempfile.tempdir = tmp
@@ -248,38 +283,56 @@ def routing_cost(rounds: int, n: int, profile: Path | None) -> None:
             single = Wrapper(echo.base_url)
             routed = Wrapper(f"{echo.base_url},{echo2.base_url}", routing="prefix")
             procs += [single, routed]
-            targets = [Target("wrapper", single.base_url, single.pid),
-                       Target("wrapper 2 up", routed.base_url, routed.pid)]
+            targets = [
+                Target("wrapper", single.base_url, single.pid),
+                Target("wrapper 2 up", routed.base_url, routed.pid),
+            ]
             if profile:
                 profile.mkdir(parents=True, exist_ok=True)
                 profilers = [(t.name, Profiler(t.pid, profile / f"{t.name.replace(' ', '-')}.txt")) for t in targets]
-            figures: dict[str, list[tuple[float, float]]] = {t.name: [] for t in targets}  # (CPU ms/req, req/s)
-            for r in range(rounds):
-                line = []
-                for t in targets if r % 2 == 0 else targets[::-1]:
-                    rps, cpu = asyncio.run(load(t, n, 16, body))
-                    figures[t.name].append((cpu / n * 1000, rps))
-                    line.append(f"{t.name} {cpu / n * 1000:.3f} ms, {rps:.0f} req/s")
-                print(f"  round {r + 1}: " + "; ".join(line), flush=True)
+            figures = paired_rounds(targets, rounds, n)
         finally:
             for _, prof in profilers:
                 prof.stop()
             for p in reversed(procs):
                 p.stop()
             tempfile.tempdir = None
-    print(f"machine: {os.cpu_count()} cores; load average at start {load0[0]:.1f}, at end {os.getloadavg()[0]:.1f}")
-    rows = [("", "CPU ms/request", "req/s per core", "wall req/s")]
-    for name, xs in figures.items():
-        cpu = statistics.median(x[0] for x in xs)
-        rows.append((name, f"{cpu:.3f}", f"{1000 / cpu:.0f}", f"{statistics.median(x[1] for x in xs):.0f}"))
+    print_rounds(figures, rounds, n, load0)
     ratios = [a[0] / b[0] for a, b in zip(figures["wrapper 2 up"], figures["wrapper"], strict=True)]
-    print(f"medians of {rounds} paired rounds of {n} requests, 16 clients:")
-    table(rows)
     print(f"  routed / single CPU per request, median of the paired ratios: {statistics.median(ratios):.3f}")
     for label, prof in profilers:
         print(f"profile, {label}: {prof.out}")
         if prof.out.exists():
             print("\n".join(profile_top(prof.out)))
+
+
+def floor_cost(rounds: int, n: int) -> None:
+    """nginx, the least a Python proxy costs (benchmarks/_proxy_floor.py) and the wrapper, in
+    front of one echo upstream, in rotating rounds: how much of the wrapper's CPU per request
+    is Python itself and how much is the wrapper's own work."""
+    procs: list[Proc] = []
+    load0 = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="wrapper-bench-") as tmp:
+        tempfile.tempdir = tmp
+        try:
+            echo = FaultUpstream()
+            procs.append(echo)
+            ng = Nginx(echo.base_url, Path(tmp) / "nginx")
+            port = free_port()
+            floor = Proc([sys.executable, str(REPO / "benchmarks" / "_proxy_floor.py"), str(port), echo.base_url], port)
+            w = Wrapper(echo.base_url)
+            procs += [ng, floor, w]
+            targets = [
+                Target("nginx", ng.base_url, ng.pid),
+                Target("python floor", floor.url + "/v1", floor.pid),
+                Target("wrapper", w.base_url, w.pid),
+            ]
+            figures = paired_rounds(targets, rounds, n)
+        finally:
+            for p in reversed(procs):
+                p.stop()
+            tempfile.tempdir = None
+    print_rounds(figures, rounds, n, load0)
 
 
 def main() -> None:
@@ -291,12 +344,20 @@ def main() -> None:
     ap.add_argument("--profile", type=Path, help="py-spy each wrapper process; collapsed stacks into this dir")
     ap.add_argument("--routing-cost", action="store_true",
                     help="only the single-backend vs routed wrapper in front of echo upstreams, paired")
-    ap.add_argument("--rounds", type=int, default=5, help="--routing-cost: paired rounds")
+    ap.add_argument("--rounds", type=int, default=5, help="--routing-cost, --floor: rounds")
     ap.add_argument("--load-rounds", type=int, default=3, help="rounds of the echo load phase (medians)")
-    ap.add_argument("--requests", type=int, default=3000, help="--routing-cost: requests per target per round")
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="only nginx, the least a Python proxy costs and the wrapper in front of an echo upstream, in rounds",
+    )
+    ap.add_argument("--requests", type=int, default=3000, help="--routing-cost, --floor: requests per target per round")
     a = ap.parse_args()
     if a.routing_cost:
         routing_cost(a.rounds, a.requests, a.profile)
+        return
+    if a.floor:
+        floor_cost(a.rounds, a.requests)
         return
     n_lat, n_stream, n_load = (60, 20, 1000) if a.quick else (300, 60, 4000)
 
@@ -343,7 +404,7 @@ def main() -> None:
             body = {"model": "tiny", "messages": MSG, "max_tokens": 16, "temperature": 0, "ignore_eos": True}
             sbody = {**body, "stream": True}
             lbody = {**sbody, "max_tokens": 256}
-            ebody = {"messages": [{"role": "user", "content": "hello " * 10}], "max_tokens": 16}
+            ebody = ECHO_BODY
             esbody = {**ebody, "stream": True}
 
             print(f"latency: {n_lat} sequential requests per target, interleaved...", flush=True)
