@@ -1,7 +1,9 @@
 """The servers ``server_floor_bench.py`` compares, each answering every request with one fixed
-JSON body and no upstream: what a server design costs per request before any proxying.
+JSON body and no upstream: what a server design costs per request before any proxying; and
+the least a Python reverse proxy of the wrapper's design costs (``wrapper_bench.py --floor``).
 
     python benchmarks/_floor_servers.py protocol|uvicorn|guarded PORT
+    python benchmarks/_floor_servers.py proxy PORT UPSTREAM_BASE_URL
 
 - ``protocol``: an asyncio protocol on uvloop that parses with httptools and runs one task per
   request, as any proxy that awaits its upstream must; the least a Python server of this
@@ -9,6 +11,10 @@ JSON body and no upstream: what a server design costs per request before any pro
 - ``uvicorn``: uvicorn (uvloop + httptools, access log off) with a bare ASGI app.
 - ``guarded``: the same app behind the wrapper's own server, ``wrapper.server.serve`` with
   ``GuardedHttpToolsProtocol`` (head timeout, connection cap, one-write responses).
+- ``proxy``: ``protocol`` that sends each request's body to ``UPSTREAM/chat/completions``
+  through the wrapper's own HTTP/1.1 client (``wrapper.http1``: keep-alive pool, one write per
+  request) and writes the answer back in one write. No checks, metrics, log, timeouts or error
+  handling: a measuring stick, not a server to run.
 """
 
 from __future__ import annotations
@@ -46,6 +52,32 @@ class OneTaskPerRequest(asyncio.Protocol):
         self.transport.write(ANSWER)
 
 
+class FloorProxy(OneTaskPerRequest):
+    def __init__(self, client, target: str) -> None:
+        super().__init__()
+        self.client = client
+        self.target = target
+        self.body: list[bytes] = []
+
+    def on_message_begin(self) -> None:
+        self.body = []
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    async def answer(self) -> None:
+        resp = await self.client.request(
+            "POST", self.target, b"".join(self.body), b"Content-Type: application/json\r\n"
+        )
+        data = await resp.read()
+        resp.release()
+        assert self.transport is not None
+        self.transport.write(
+            b"HTTP/1.1 %d OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+            % (resp.status, len(data), data)
+        )
+
+
 async def app(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
         while True:
@@ -62,8 +94,22 @@ async def app(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": BODY})
 
 
-def main(kind: str, port: int) -> None:
-    if kind == "protocol":
+def main(kind: str, port: int, upstream: str | None = None) -> None:
+    if kind == "proxy":
+        import uvloop
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from wrapper import http1
+
+        async def serve_proxy() -> None:
+            client = http1.Client()
+            target = (upstream or "").rstrip("/") + "/chat/completions"
+            loop = asyncio.get_running_loop()
+            server = await loop.create_server(lambda: FloorProxy(client, target), "127.0.0.1", port)
+            await server.serve_forever()
+
+        uvloop.run(serve_proxy())
+    elif kind == "protocol":
         import uvloop
 
         async def serve() -> None:
@@ -88,8 +134,8 @@ def main(kind: str, port: int) -> None:
         install_guard(settings, None)
         serve(app, settings)
     else:
-        raise SystemExit(f"unknown server {kind!r}: protocol, uvicorn or guarded")
+        raise SystemExit(f"unknown server {kind!r}: protocol, uvicorn, guarded or proxy")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])

@@ -38,7 +38,7 @@ removed at the end.
   see the same box; prints each round and the medians of CPU ms/request and req/s (issue 14:
   routing over several replicas must cost no more per request than one backend).
 - ``--floor``: only nginx, the least a Python proxy of the wrapper's design costs
-  (benchmarks/_proxy_floor.py: uvloop, httptools, a task per request, the wrapper's HTTP/1.1
+  (``benchmarks/_floor_servers.py proxy``: uvloop, httptools, a task per request, the wrapper's HTTP/1.1
   client, nothing else) and the wrapper, in front of one echo upstream, N rounds in a rotating
   order: CPU per request of each and as a ratio to nginx's (what is Python, what is the wrapper).
 - ``--profile DIR``: py-spy samples each wrapper process for the whole run (it perturbs the
@@ -307,7 +307,7 @@ def routing_cost(rounds: int, n: int, profile: Path | None) -> None:
 
 
 def floor_cost(rounds: int, n: int) -> None:
-    """nginx, the least a Python proxy costs (benchmarks/_proxy_floor.py) and the wrapper, in
+    """nginx, the least a Python proxy costs (``_floor_servers.py proxy``) and the wrapper, in
     front of one echo upstream, in rotating rounds: how much of the wrapper's CPU per request
     is Python itself and how much is the wrapper's own work."""
     procs: list[Proc] = []
@@ -319,7 +319,8 @@ def floor_cost(rounds: int, n: int) -> None:
             procs.append(echo)
             ng = Nginx(echo.base_url, Path(tmp) / "nginx")
             port = free_port()
-            floor = Proc([sys.executable, str(REPO / "benchmarks" / "_proxy_floor.py"), str(port), echo.base_url], port)
+            floor_cmd = [sys.executable, str(REPO / "benchmarks" / "_floor_servers.py"), "proxy", str(port)]
+            floor = Proc([*floor_cmd, echo.base_url], port)
             w = Wrapper(echo.base_url)
             procs += [ng, floor, w]
             targets = [
