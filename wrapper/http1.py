@@ -138,6 +138,8 @@ class Client:
             length,
         )
         data = head + body if body else head
+        if total_timeout is not None and total_timeout <= 0:
+            raise TimeoutError  # out of time already: nothing is sent
         until = None if total_timeout is None else time.monotonic() + total_timeout
         while True:
             conn = self._pooled(origin)

@@ -174,9 +174,6 @@ class Upstream:
                 assert b is not None
             if not stream and deadline is not None:
                 total_timeout = deadline - time.monotonic()
-                if total_timeout <= 0:
-                    b.release()
-                    raise TimeoutError
             try:
                 resp = await client.request(
                     method,
