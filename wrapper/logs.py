@@ -28,17 +28,21 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
-_second: tuple[int, str] = (-1, "")
+_second: tuple[int, str] = (-1, "")  # (whole second, its strftime)
+_stamp: tuple[int, str] = (-1, "")  # (millisecond, its whole timestamp)
 
 
 def _now() -> str:
-    """The time as the other lines write it; ``strftime`` runs once a second, not per request."""
-    global _second
-    t = time.time()
-    s = int(t)
-    if s != _second[0]:
-        _second = (s, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)))
-    return f"{_second[1]}.{int(t % 1 * 1000):03d}Z"
+    """The time as the other lines write it. Under load many lines end in the same millisecond:
+    the timestamp is formatted once per millisecond, and ``strftime`` runs once a second."""
+    global _second, _stamp
+    ms = int(time.time() * 1000)
+    if ms != _stamp[0]:
+        s, frac = divmod(ms, 1000)
+        if s != _second[0]:
+            _second = (s, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)))
+        _stamp = (ms, f"{_second[1]}.{frac:03d}Z")
+    return _stamp[1]
 
 
 class AccessLog:
@@ -84,8 +88,18 @@ class AccessLog:
         if not lines:
             return
         lines.append(b"")
+        data = b"\n".join(lines)
+        stderr = sys.stderr
         try:
-            sys.stderr.write(b"\n".join(lines).decode())
+            # Bytes straight to stderr's buffer (not decoded here to be encoded again). Every
+            # other line is flushed as it is written (logging.StreamHandler), so order holds.
+            buffer = getattr(stderr, "buffer", None)
+            if buffer is None:  # a replaced sys.stderr (a test's capture)
+                stderr.write(data.decode())
+            else:
+                stderr.flush()
+                buffer.write(data)
+                buffer.flush()
         except (OSError, ValueError):  # pragma: no cover - closed stderr
             pass
 
