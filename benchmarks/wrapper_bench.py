@@ -33,6 +33,12 @@ removed at the end.
   different order each round, and each figure is the median of its rounds: on a shared box one
   phase's figure moves by a third from one phase to the next (nginx's too).
 - RSS: VmRSS / VmHWM of the server process after the load.
+- Placement: on two cores or more the servers under test (nginx, the wrapper, the pass-through,
+  the floor servers) share the last core, and this load generator, the upstreams and vLLM the
+  others (``--no-pin`` leaves it to the scheduler). A server then never shares a core's caches
+  with its client, and every server is driven at about the client's rate, so none is measured
+  at a batching advantage; unpinned, nginx's figure moved between 15 and 32 us per request from
+  one load phase to the next.
 - ``--routing-cost``: only the echo rows "wrapper" and "wrapper 2 up" (no vLLM, no nginx), paired:
   N rounds, each a load phase through both (the order alternating round by round), so both
   see the same box; prints each round and the medians of CPU ms/request and req/s (issue 14:
@@ -86,6 +92,35 @@ def cpu_seconds(pid: int) -> float:
     except (OSError, ValueError, IndexError):  # a thread that just ended, or no schedstat
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def isolate_servers(enabled: bool) -> int | None:
+    """With ``enabled`` and two cores or more: this process (the load generator) and everything
+    it starts from now on (the upstreams, vLLM) leave the last core, which :func:`pin` gives to
+    the servers under test. Returns that core, or None (nothing pinned).
+
+    Unpinned, the scheduler puts the client and the server on one core now and then, and the
+    server's CPU per request grows with the caches they share: nginx's own figure moved between
+    15 and 32 us from one load phase to the next. Pinned, each server is also driven at about
+    the same rate (the client's), so none is measured at a batching advantage."""
+    cores = sorted(os.sched_getaffinity(0))
+    if not enabled or len(cores) < 2:
+        return None
+    os.sched_setaffinity(0, cores[:-1])
+    return cores[-1]
+
+
+def pin(pid: int, core: int | None) -> None:
+    """Every thread of ``pid`` onto ``core`` (threads it starts later inherit it)."""
+    if core is not None:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            os.sched_setaffinity(int(task.name), {core})
+
+
+def placement(core: int | None) -> str:
+    if core is None:
+        return "not pinned (--no-pin, or one core)"
+    return f"servers under test pinned to core {core}; load generator and upstreams on the others"
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -256,8 +291,11 @@ def paired_rounds(targets: list[Target], rounds: int, n: int) -> dict[str, list[
     return figures
 
 
-def print_rounds(figures: dict[str, list[tuple[float, float]]], rounds: int, n: int, load0: tuple) -> None:
+def print_rounds(
+    figures: dict[str, list[tuple[float, float]]], rounds: int, n: int, load0: tuple, core: int | None
+) -> None:
     print(f"machine: {os.cpu_count()} cores; load average at start {load0[0]:.1f}, at end {os.getloadavg()[0]:.1f}")
+    print(placement(core))
     print(f"medians of {rounds} rounds of {n} requests, 16 clients:")
     first = next(iter(figures))
     base = statistics.median(x[0] for x in figures[first])
@@ -270,8 +308,9 @@ def print_rounds(figures: dict[str, list[tuple[float, float]]], rounds: int, n: 
     table(rows)
 
 
-def routing_cost(rounds: int, n: int, profile: Path | None) -> None:
+def routing_cost(rounds: int, n: int, profile: Path | None, pinned: bool) -> None:
     """The single-backend wrapper and the routed one (prefix, two echo upstreams), paired."""
+    core = isolate_servers(pinned)
     procs: list[Proc] = []
     profilers: list[tuple[str, Profiler]] = []
     load0 = os.getloadavg()
@@ -287,6 +326,8 @@ def routing_cost(rounds: int, n: int, profile: Path | None) -> None:
                 Target("wrapper", single.base_url, single.pid),
                 Target("wrapper 2 up", routed.base_url, routed.pid),
             ]
+            for t in targets:
+                pin(t.pid, core)
             if profile:
                 profile.mkdir(parents=True, exist_ok=True)
                 profilers = [(t.name, Profiler(t.pid, profile / f"{t.name.replace(' ', '-')}.txt")) for t in targets]
@@ -297,7 +338,7 @@ def routing_cost(rounds: int, n: int, profile: Path | None) -> None:
             for p in reversed(procs):
                 p.stop()
             tempfile.tempdir = None
-    print_rounds(figures, rounds, n, load0)
+    print_rounds(figures, rounds, n, load0, core)
     ratios = [a[0] / b[0] for a, b in zip(figures["wrapper 2 up"], figures["wrapper"], strict=True)]
     print(f"  routed / single CPU per request, median of the paired ratios: {statistics.median(ratios):.3f}")
     for label, prof in profilers:
@@ -306,10 +347,11 @@ def routing_cost(rounds: int, n: int, profile: Path | None) -> None:
             print("\n".join(profile_top(prof.out)))
 
 
-def floor_cost(rounds: int, n: int) -> None:
+def floor_cost(rounds: int, n: int, pinned: bool) -> None:
     """nginx, the least a Python proxy costs (``_floor_servers.py proxy``) and the wrapper, in
     front of one echo upstream, in rotating rounds: how much of the wrapper's CPU per request
     is Python itself and how much is the wrapper's own work."""
+    core = isolate_servers(pinned)
     procs: list[Proc] = []
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="wrapper-bench-") as tmp:
@@ -318,22 +360,29 @@ def floor_cost(rounds: int, n: int) -> None:
             echo = FaultUpstream()
             procs.append(echo)
             ng = Nginx(echo.base_url, Path(tmp) / "nginx")
-            port = free_port()
-            floor_cmd = [sys.executable, str(REPO / "benchmarks" / "_floor_servers.py"), "proxy", str(port)]
-            floor = Proc([*floor_cmd, echo.base_url], port)
+            procs.append(ng)
+            floors = []
+            for kind in ("relay", "proxy"):
+                port = free_port()
+                cmd = [sys.executable, str(REPO / "benchmarks" / "_floor_servers.py"), kind, str(port), echo.base_url]
+                floors.append(Proc(cmd, port))
+                procs.append(floors[-1])
             w = Wrapper(echo.base_url)
-            procs += [ng, floor, w]
+            procs.append(w)
             targets = [
                 Target("nginx", ng.base_url, ng.pid),
-                Target("python floor", floor.url + "/v1", floor.pid),
+                Target("python, no task", floors[0].url + "/v1", floors[0].pid),
+                Target("python floor", floors[1].url + "/v1", floors[1].pid),
                 Target("wrapper", w.base_url, w.pid),
             ]
+            for t in targets:
+                pin(t.pid, core)
             figures = paired_rounds(targets, rounds, n)
         finally:
             for p in reversed(procs):
                 p.stop()
             tempfile.tempdir = None
-    print_rounds(figures, rounds, n, load0)
+    print_rounds(figures, rounds, n, load0, core)
 
 
 def main() -> None:
@@ -353,15 +402,21 @@ def main() -> None:
         help="only nginx, the least a Python proxy costs and the wrapper in front of an echo upstream, in rounds",
     )
     ap.add_argument("--requests", type=int, default=3000, help="--routing-cost, --floor: requests per target per round")
+    ap.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="leave placement to the scheduler (default on 2+ cores: servers on the last core, the rest elsewhere)",
+    )
     a = ap.parse_args()
     if a.routing_cost:
-        routing_cost(a.rounds, a.requests, a.profile)
+        routing_cost(a.rounds, a.requests, a.profile, not a.no_pin)
         return
     if a.floor:
-        floor_cost(a.rounds, a.requests)
+        floor_cost(a.rounds, a.requests, not a.no_pin)
         return
     n_lat, n_stream, n_load = (60, 20, 1000) if a.quick else (300, 60, 4000)
 
+    core = isolate_servers(not a.no_pin)  # before vLLM and the upstreams start: they inherit it
     procs: list[Proc] = []
     profilers: list[tuple[str, Profiler]] = []
     vllm = None
@@ -401,6 +456,8 @@ def main() -> None:
             et.insert(3, Target("wrapper 2 up", routed.base_url, routed.pid))
             if a.profile:
                 profilers.append(("wrapper (2 echo)", Profiler(routed.pid, a.profile / "wrapper-routed.txt")))
+            for t in [*vt[1:], *et[1:]]:  # the proxies; "direct" is the upstream itself
+                pin(t.pid, core)
 
             body = {"model": "tiny", "messages": MSG, "max_tokens": 16, "temperature": 0, "ignore_eos": True}
             sbody = {**body, "stream": True}
@@ -502,6 +559,7 @@ def main() -> None:
     print()
     print(f"machine: {os.cpu_count()} cores; Python {sys.version.split()[0]}; load average at start "
           f"{load0[0]:.1f}, at end {os.getloadavg()[0]:.1f} (other processes share these cores)")
+    print(placement(core))
     print("direct = vLLM itself (rows 'vLLM') or the fast echo upstream (rows 'echo'); "
           "wrapper 2 up = the wrapper routing over two echo upstreams (prefix policy)")
     table([("", *cols), *rows])
