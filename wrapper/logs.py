@@ -98,7 +98,12 @@ class AccessLog:
                 stderr.write(data.decode())
             else:
                 stderr.flush()
-                buffer.write(data)
+                view = memoryview(data)
+                while view:  # stderr's byte layer is a raw FileIO: a write may take part of it
+                    written = buffer.write(view)
+                    if not written:  # pragma: no cover - a non-blocking stderr that is full
+                        break
+                    view = view[written:]
                 buffer.flush()
         except (OSError, ValueError):  # pragma: no cover - closed stderr
             pass

@@ -78,3 +78,27 @@ def test_a_stderr_without_a_byte_buffer_still_gets_the_lines(monkeypatch):
     (line,) = captured.getvalue().splitlines()
     assert json.loads(line)["request_id"] == "rid-3"
     assert json.loads(line)["ts"] <= time.strftime("%Y-%m-%dT%H:%M:%S.999Z", time.gmtime())
+
+
+class Trickle(io.RawIOBase):
+    """A raw stream taking at most 7 bytes per write, as a raw file may take part of a write."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.data += bytes(b[:7])
+        return min(len(b), 7)
+
+
+def test_a_write_that_takes_part_of_the_lines_is_carried_on_to_the_end(monkeypatch):
+    raw = Trickle()
+    monkeypatch.setattr(logs.sys, "stderr", io.TextIOWrapper(raw, encoding="utf-8", write_through=True))
+    access = logs.AccessLog()
+    access.write("rid-4", "POST", "/v1/chat/completions", 200, 3.25)
+    access.write("rid-5", "POST", "/v1/completions", 429, 0.5)
+    lines = [json.loads(line) for line in raw.data.decode().splitlines()]
+    assert [(x["request_id"], x["status"]) for x in lines] == [("rid-4", 200), ("rid-5", 429)]
