@@ -16,8 +16,8 @@ the least a Python reverse proxy of the wrapper's design costs (``wrapper_bench.
   request) and writes the answer back in one write. No checks, metrics, log, timeouts or error
   handling: a measuring stick, not a server to run.
 - ``relay``: the same relay with no task, no future and no coroutine: the upstream request is
-  written from the client's parser callback, the answer from the upstream's. What a task per
-  request (and the client's futures) costs is the difference from ``proxy``.
+  written from the client's parser callback, the answer from the upstream's. The difference
+  from ``proxy`` is what a task per request, its futures and the wrapper's HTTP client add.
 """
 
 from __future__ import annotations

@@ -91,8 +91,9 @@ class AccessLog:
         data = b"\n".join(lines)
         stderr = sys.stderr
         try:
-            # Bytes straight to stderr's buffer (not decoded here to be encoded again). Every
-            # other line is flushed as it is written (logging.StreamHandler), so order holds.
+            # Bytes straight to stderr's byte layer (not decoded here to be encoded again), after
+            # its text layer is flushed, so that lines written through it (logging's, a print's)
+            # stay in order.
             buffer = getattr(stderr, "buffer", None)
             if buffer is None:  # a replaced sys.stderr (a test's capture)
                 stderr.write(data.decode())
