@@ -97,12 +97,8 @@ def cpu_seconds(pid: int) -> float:
 def isolate_servers(enabled: bool) -> int | None:
     """With ``enabled`` and two cores or more: this process (the load generator) and everything
     it starts from now on (the upstreams, vLLM) leave the last core, which :func:`pin` gives to
-    the servers under test. Returns that core, or None (nothing pinned).
-
-    Unpinned, the scheduler puts the client and the server on one core now and then, and the
-    server's CPU per request grows with the caches they share: nginx's own figure moved between
-    15 and 32 us from one load phase to the next. Pinned, each server is also driven at about
-    the same rate (the client's), so none is measured at a batching advantage."""
+    the servers under test. Returns that core, or None (nothing pinned). Why: "Placement", in
+    this module's docstring."""
     cores = sorted(os.sched_getaffinity(0))
     if not enabled or len(cores) < 2:
         return None
@@ -482,12 +478,9 @@ def main() -> None:
             print(f"echo upstream: sequential latency and streams, then {a.load_rounds} rounds of load...", flush=True)
             elat = asyncio.run(latency(et, n_lat, ebody))
             est = asyncio.run(latency(et, n_lat, esbody, stream=True))
-            rounds: dict[str, list[tuple[float, float]]] = {t.name: [] for t in et}
-            for r in range(a.load_rounds):
-                for t in et[r % len(et):] + et[: r % len(et)]:  # each round starts one target later
-                    rounds[t.name].append(asyncio.run(load(t, n_load, 16, ebody)))
-            loads = {k: (statistics.median(x[0] for x in xs), statistics.median(x[1] for x in xs))
-                     for k, xs in rounds.items()}
+            rounds = paired_rounds(et, a.load_rounds, n_load)  # (CPU ms/request, wall req/s) per round
+            loads = {k: (statistics.median(x[1] for x in xs), statistics.median(x[0] for x in xs) * n_load / 1000)
+                     for k, xs in rounds.items()}  # (wall req/s, CPU seconds), medians
             rss = {t.name: rss_mb(t.pid) for t in et}
         finally:
             for _, prof in profilers:

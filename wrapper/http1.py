@@ -401,7 +401,7 @@ class Response:
     def got_end(self, keep_alive: bool) -> None:
         self._ended = True
         self._keep_alive = keep_alive
-        self._stop_timer()
+        self._stop_timers()
         self._wake()
 
     def lost(self, exc: Exception | None) -> None:
@@ -417,7 +417,7 @@ class Response:
     def fail(self, exc: BaseException) -> None:
         if self._error is None and not self._ended:
             self._error = exc
-            self._stop_timer()
+            self._stop_timers()
             if not self.head.done():
                 self.head.set_exception(exc)
                 self.head.exception()  # retrieved here: a waiter may already be gone
@@ -447,7 +447,7 @@ class Response:
             self.fail(TimeoutError())
             self.close()
 
-    def _stop_timer(self) -> None:
+    def _stop_timers(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -506,7 +506,7 @@ class Response:
         if conn is None:
             return
         self.conn = None
-        self._stop_timer()
+        self._stop_timers()
         if not self._ended and self._error is None:
             self._error = ResponseBroken("closed by the wrapper")
             self._wake()  # a reader waiting for the next piece gets the error
